@@ -1,0 +1,196 @@
+"""The job spec: one pydantic model shared by the CLI, the API and the worker.
+
+This module imports no torch, so the API can validate a job without loading the training
+stack. Every hyperparameter is a field with a documented default; none is a hidden constant.
+Limits on sizes (widths, depth, epochs, samples) come from :class:`Limits`, passed as
+validation context (``JobSpec.model_validate(data, context={"limits": limits})``), so a
+deployment sets them once in its settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from .limits import Limits
+
+RuleName = Literal["bp", "fa"]
+Activation = Literal["relu", "tanh"]
+DeviceName = Literal["cpu", "cuda", "auto"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class SpecModel(BaseModel):
+    """Base for spec blocks: unknown fields are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerSpec(SpecModel):
+    """Optimizer of one phase. Defaults follow DESIGN.md's measured prototype (Adam, 1e-3)."""
+
+    name: Literal["adam", "sgd"] = Field("adam", description="Optimizer: `adam` or `sgd`.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate, in (0, 10].")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum, in [0, 1).")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay, in [0, 1].")
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Adam's (beta1, beta2), each in [0, 1)."
+    )
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> OptimizerSpec:
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
+        return self
+
+
+class NoiseSpec(SpecModel):
+    """Input noise for pretraining: N(mean, std), or a uniform with the same mean and variance."""
+
+    distribution: Literal["normal", "uniform"] = Field(
+        "normal", description="`normal` N(mean, std²) or variance-matched `uniform`."
+    )
+    mean: float = Field(0.0, ge=-1e3, le=1e3, description="Mean of the noise inputs.")
+    std: float = Field(1.0, gt=0, le=1e3, description="Standard deviation of the noise inputs.")
+    labels: Literal["uniform", "soft"] = Field(
+        "uniform",
+        description="`uniform`: a class drawn uniformly per sample; "
+        "`soft`: the uniform distribution over classes as the target.",
+    )
+
+
+class ModelSpec(SpecModel):
+    """An MLP whose layers learn by the chosen rule. Input shape and classes come from the data."""
+
+    hidden: list[PositiveInt] = Field(
+        default_factory=lambda: [100], description="Hidden layer widths, e.g. [100]."
+    )
+    activation: Activation = Field("relu", description="Hidden activation: `relu` or `tanh`.")
+    rule: RuleName = Field("fa", description="`fa` (feedback alignment) or `bp` (backprop).")
+    batch_norm: bool = Field(False, description="Batch norm after each hidden linear layer.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of forward weights and data order.")
+    feedback_seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the fixed feedback matrices; default: seed + 1_000_003.",
+    )
+    feedback_scale: float = Field(
+        1.0, gt=0, le=100, description="Multiplier on the He-normal feedback init."
+    )
+
+    @property
+    def resolved_feedback_seed(self) -> int:
+        """The feedback seed actually used (independent of the forward seed by default)."""
+        return self.feedback_seed if self.feedback_seed is not None else self.seed + 1_000_003
+
+
+class MetricsSpec(SpecModel):
+    """How the per-epoch metrics are measured (fixed probe batches, drawn once per job)."""
+
+    probe_size: int = Field(
+        256, ge=8, le=10_000, description="Samples in the fixed batch for signal angles."
+    )
+    readout_size: int = Field(
+        1024, ge=8, le=100_000, description="Noise samples for the readout metrics."
+    )
+    eval_batch_size: int = Field(
+        4096, ge=1, le=1_000_000, description="Batch size for test-set evaluation."
+    )
+
+
+class PretrainSpec(SpecModel):
+    """Random-noise pretraining: fresh noise inputs and random labels every batch."""
+
+    dataset: str | None = Field(
+        None,
+        description="Dataset whose input shape and class count the noise takes; "
+        "default: train.dataset.",
+    )
+    epochs: int = Field(1, ge=1, description="Noise epochs.")
+    samples_per_epoch: int = Field(60_000, ge=1, description="Noise samples per epoch.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Noise batch size.")
+    noise: NoiseSpec = Field(default_factory=NoiseSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+
+
+class TrainSpec(SpecModel):
+    """Training on data, evaluated on the dataset's test split after every epoch."""
+
+    dataset: str = Field(description="Dataset name: `digits`, `mnist`, …, or `npz:<path>`.")
+    epochs: int = Field(5, ge=1, description="Data epochs.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Training batch size.")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+
+
+class JobSpec(SpecModel):
+    """A job: optional noise pretraining, then optional training on data.
+
+    ``kind="pretrain"`` runs only the ``pretrain`` block; ``kind="train"`` runs the optional
+    ``pretrain`` block and then ``train``. ``init_from`` starts from a finished job's weights
+    and feedback matrices (a checkpoint path for the CLI, a job id for the API).
+    """
+
+    kind: Literal["pretrain", "train"] = Field(description="`pretrain` or `train`.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    pretrain: PretrainSpec | None = None
+    train: TrainSpec | None = None
+    init_from: str | None = Field(
+        None, max_length=4096, description="Start from this job's (or checkpoint's) weights."
+    )
+    device: DeviceName = Field("auto", description="`cpu`, `cuda`, or `auto` (cuda if present).")
+    checkpoint_every: int = Field(1, ge=1, description="Write a checkpoint every N epochs.")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+    @model_validator(mode="after")
+    def _phases_match_kind(self, info: ValidationInfo) -> JobSpec:
+        if self.kind == "pretrain":
+            if self.pretrain is None:
+                raise ValueError("pretrain: required when kind is 'pretrain'")
+            if self.train is not None:
+                raise ValueError("train: not allowed when kind is 'pretrain'; use kind 'train'")
+            if self.pretrain.dataset is None:
+                raise ValueError(
+                    "pretrain.dataset: required when kind is 'pretrain' "
+                    "(it gives the noise's input shape and class count)"
+                )
+        if self.kind == "train" and self.train is None:
+            raise ValueError("train: required when kind is 'train'")
+        limits = (info.context or {}).get("limits") or Limits()
+        limits.check(self)
+        return self
+
+    @property
+    def shape_dataset(self) -> str:
+        """The dataset that fixes the network's input shape and class count."""
+        if self.pretrain is not None and self.pretrain.dataset is not None:
+            return self.pretrain.dataset
+        assert self.train is not None, "a validated spec has pretrain.dataset or train"
+        return self.train.dataset
+
+    def phases(self) -> list[str]:
+        """Names of the phases this job runs, in order."""
+        names = ["pretrain"] if self.pretrain is not None else []
+        return names + (["train"] if self.train is not None else [])
+
+    def canonical_json(self) -> str:
+        """The normalised spec as JSON with sorted keys: equal specs give equal text."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self, *, ignore: tuple[str, ...] = ("device",)) -> str:
+        """A hash of what decides the results (device excluded), to match resumes to specs."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for key in ignore:
+            data.pop(key, None)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_spec(data: Any, limits: Limits | None = None) -> JobSpec:
+    """Validate a raw spec (a dict from JSON/YAML) against the given limits."""
+    return JobSpec.model_validate(data, context={"limits": limits or Limits()})

@@ -1,0 +1,1 @@
+"""The HTTP service: API, auth, settings and persistence. Owns the schema."""

@@ -1,0 +1,1 @@
+"""Celery worker: pulls a job id, runs engine phases, reports progress, metrics, checkpoints."""
