@@ -32,7 +32,13 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
-FAILURE_REASONS = ("invalid_spec", "dataset_unavailable", "out_of_memory", "worker_lost", "internal")
+FAILURE_REASONS = (
+    "invalid_spec",
+    "dataset_unavailable",
+    "out_of_memory",
+    "worker_lost",
+    "internal",
+)
 
 
 def utcnow() -> datetime:
