@@ -38,13 +38,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.embedded:
         folder = (settings.home / "broker").resolve()
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is ./control, relative to whatever the cwd is.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
+            # The folder is polled (default every 1 s); a job should start promptly.
+            "polling_interval": 0.2,
         }
     else:
         # Redis: a task unacked for this long is redelivered; longer than any job, since

@@ -1,0 +1,1 @@
+"""Repository functions: every SQL statement of the service, one module per resource."""

@@ -1,0 +1,335 @@
+"""What a worker writes while it runs a job, every write fenced by the attempt's lease.
+
+``start_attempt`` moves a ``queued`` job to ``running`` with a conditional UPDATE, so two
+workers can never both start it; it hands out a fresh ``lease_token``. Every later write
+matches ``id``, ``lease_token`` and a live state, so a worker whose job was re-queued (its
+heartbeat went stale) or finished elsewhere has its writes refused (they return False).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import TERMINAL_STATES, Artifact, Job, JobMetric, utcnow
+from ..storage import check_name
+from .events import add_event, state_event_data
+
+LIVE_STATES = ("running", "cancelling")
+CHECKPOINT_PREFIX = "checkpoints/"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One worker's lease on a job: the token fences all of its writes."""
+
+    job_id: str
+    project_id: str
+    kind: str
+    spec: dict
+    attempt: int
+    lease_token: str
+
+
+def _fenced(attempt: Attempt) -> list[ColumnElement[bool]]:
+    """WHERE clauses of a write that only the lease holder of a live job may make."""
+    return [
+        Job.id == attempt.job_id,
+        Job.lease_token == attempt.lease_token,
+        Job.state.in_(LIVE_STATES),
+    ]
+
+
+def _touch(session: Session, attempt: Attempt, **values: Any) -> bool:
+    """A fenced UPDATE of the job (heartbeat included); True when the lease still holds."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(*_fenced(attempt))
+        .values(heartbeat_at=now, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def start_attempt(session: Session, job_id: str) -> Attempt | None:
+    """Claim a queued job: ``running``, attempt + 1, a new lease. Commits.
+
+    A queued job whose cancel was requested ends ``cancelled`` here instead. Anything else
+    (running elsewhere, terminal, missing) answers None.
+    """
+    now = utcnow()
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(True))
+        .values(state="cancelled", finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if cancelled.rowcount == 1:
+        attempt_no = session.scalar(select(Job.attempt).where(Job.id == job_id)) or 0
+        add_event(session, job_id, "state", state_event_data("cancelled", attempt_no))
+        session.commit()
+        return None
+    token = uuid.uuid4().hex
+    started = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(False))
+        .values(
+            state="running",
+            attempt=Job.attempt + 1,
+            lease_token=token,
+            started_at=func.coalesce(Job.started_at, now),
+            heartbeat_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if started.rowcount != 1:
+        session.rollback()
+        return None
+    row = session.execute(
+        select(Job.project_id, Job.kind, Job.spec, Job.attempt).where(Job.id == job_id)
+    ).one()
+    add_event(session, job_id, "state", state_event_data("running", row.attempt))
+    session.commit()
+    return Attempt(
+        job_id=job_id,
+        project_id=row.project_id,
+        kind=row.kind,
+        spec=row.spec,
+        attempt=row.attempt,
+        lease_token=token,
+    )
+
+
+def heartbeat(session: Session, attempt: Attempt) -> bool:
+    """Refresh ``heartbeat_at``; False when the lease is lost. Commits."""
+    ok = _touch(session, attempt)
+    session.commit()
+    return ok
+
+
+def report_progress(session: Session, attempt: Attempt, progress: dict) -> bool:
+    """Store the progress (also a heartbeat) and add a ``progress`` event. Commits."""
+    ok = _touch(session, attempt, progress=progress)
+    if ok:
+        add_event(session, attempt.job_id, "progress", progress)
+    session.commit()
+    return ok
+
+
+def _upsert(session: Session, table: Any, rows: list[dict], keys: list[str], set_: list[str]):
+    """INSERT … ON CONFLICT (keys) DO UPDATE, in the dialect of the session's database."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={name: statement.excluded[name] for name in set_}
+    )
+    session.execute(statement)
+
+
+def record_epoch(
+    session: Session, attempt: Attempt, phase: str, epoch: int, metrics: dict[str, float]
+) -> bool:
+    """Write one epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event. Commits."""
+    ok = _touch(session, attempt)
+    if ok and metrics:
+        rows = [
+            {"job_id": attempt.job_id, "phase": phase, "name": n, "epoch": epoch, "value": v}
+            for n, v in metrics.items()
+        ]
+        _upsert(session, JobMetric.__table__, rows, ["job_id", "phase", "name", "epoch"], ["value"])
+    if ok:
+        data = {"phase": phase, "epoch": epoch, "metrics": metrics}
+        add_event(session, attempt.job_id, "metrics", data)
+    session.commit()
+    return ok
+
+
+def record_artifact(
+    session: Session, attempt: Attempt, name: str, storage_key: str, size: int, content_type: str
+) -> bool:
+    """Register (or replace) the job's artifact ``name`` stored at ``storage_key``. Commits."""
+    ok = _touch(session, attempt)
+    if ok:
+        row = {
+            "job_id": attempt.job_id,
+            "name": name,
+            "storage_key": storage_key,
+            "size": size,
+            "content_type": content_type,
+            "created_at": utcnow(),
+        }
+        _upsert(
+            session,
+            Artifact.__table__,
+            [row],
+            ["job_id", "name"],
+            ["storage_key", "size", "content_type", "created_at"],
+        )
+    session.commit()
+    return ok
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    """True when the job should stop: cancel asked, or the job is gone."""
+    flag = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    session.commit()  # end the read transaction so the next poll sees new commits
+    return flag is None or bool(flag)
+
+
+def finish(
+    session: Session,
+    attempt: Attempt,
+    state: str,
+    *,
+    result: dict | None = None,
+    error_reason: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """End the attempt in a terminal state (with result or error) and add a state event."""
+    assert state in TERMINAL_STATES, f"state must be one of {sorted(TERMINAL_STATES)}"
+    now = utcnow()
+    done = session.execute(
+        update(Job)
+        .where(*_fenced(attempt))
+        .values(
+            state=state,
+            finished_at=now,
+            updated_at=now,
+            heartbeat_at=now,
+            result=result,
+            error_reason=error_reason,
+            error_message=error_message,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    ok = done.rowcount == 1
+    if ok:
+        data = state_event_data(state, attempt.attempt, error_reason, error_message)
+        add_event(session, attempt.job_id, "state", data)
+    session.commit()
+    return ok
+
+
+def latest_checkpoint_artifact(session: Session, job_id: str) -> Artifact | None:
+    """The job's newest ``checkpoints/…`` artifact (what a resumed attempt starts from)."""
+    return session.scalar(
+        select(Artifact)
+        .where(
+            Artifact.job_id == job_id,
+            Artifact.name.startswith(CHECKPOINT_PREFIX, autoescape=True),
+        )
+        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        .limit(1)
+    )
+
+
+def init_checkpoint_artifact(session: Session, project_id: str, job_id: str) -> Artifact | None:
+    """The final checkpoint of a succeeded job of the project (``result["final_checkpoint"]``)."""
+    result = session.scalar(
+        select(Job.result).where(
+            Job.id == job_id, Job.project_id == project_id, Job.state == "succeeded"
+        )
+    )
+    name = (result or {}).get("final_checkpoint")
+    if not name:
+        return None
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+
+
+def artifact_key(project_id: str, job_id: str, name: str) -> str:
+    """The storage key of a job's artifact: ``<project_id>/jobs/<job_id>/<name>``."""
+    return f"{project_id}/jobs/{job_id}/{check_name(name)}"
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A job the reaper moved: ``queued`` ones must be enqueued again on ``queue``."""
+
+    job_id: str
+    queue: str
+    state: str
+
+
+def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
+    """Sweep live jobs whose heartbeat is older than the timeout (their worker died). Commits.
+
+    Each is re-queued to resume from its last checkpoint as a new attempt (clearing the lease
+    fences the old worker), or fails ``worker_lost`` once ``max_attempts`` are spent; a
+    silent ``cancelling`` job ends ``cancelled``. Every move is a conditional UPDATE on the
+    row as read, so concurrent sweeps from several replicas move each job once.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=heartbeat_timeout_s)
+    rows = session.execute(
+        select(Job.id, Job.state, Job.lease_token, Job.attempt, Job.max_attempts, Job.queue).where(
+            Job.state.in_(LIVE_STATES), Job.heartbeat_at < cutoff
+        )
+    ).all()
+    reaped = []
+    for row in rows:
+        reason = message = None
+        if row.state == "cancelling":
+            values = {"state": "cancelled", "finished_at": now}
+        elif row.attempt >= row.max_attempts:
+            reason = "worker_lost"
+            message = f"no heartbeat for {heartbeat_timeout_s:g} s after {row.attempt} attempts"
+            values = {
+                "state": "failed",
+                "finished_at": now,
+                "error_reason": reason,
+                "error_message": message,
+            }
+        else:
+            values = {"state": "queued", "lease_token": None}
+        moved = session.execute(
+            update(Job)
+            .where(
+                Job.id == row.id,
+                Job.state == row.state,
+                Job.lease_token == row.lease_token,
+                Job.heartbeat_at < cutoff,
+            )
+            .values(updated_at=now, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 1:
+            data = state_event_data(values["state"], row.attempt, reason, message)
+            add_event(session, row.id, "state", data)
+            reaped.append(Reaped(job_id=row.id, queue=row.queue, state=values["state"]))
+    session.commit()
+    return reaped
+
+
+def stale_queued_jobs(session: Session, older_than_s: float) -> list[tuple[str, str]]:
+    """``(job_id, queue)`` of jobs queued (or last re-sent) longer ago than ``older_than_s``.
+
+    Their message may have been lost (the API commits before it enqueues); the caller sends
+    them again. ``updated_at`` is bumped so each is re-sent at most once per interval, and a
+    duplicate message is harmless: ``start_attempt`` lets one attempt start. Commits.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than_s)
+    rows = session.execute(
+        select(Job.id, Job.queue).where(Job.state == "queued", Job.updated_at < cutoff)
+    ).all()
+    sent = []
+    for job_id, queue in rows:
+        touched = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued", Job.updated_at < cutoff)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if touched.rowcount == 1:
+            sent.append((job_id, queue))
+    session.commit()
+    return sent

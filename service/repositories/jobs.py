@@ -1,0 +1,185 @@
+"""Jobs as the API sees them: create, read, list and cancel, always scoped to a project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from noisefa.engine.spec import JobSpec
+
+from ..models import TERMINAL_STATES, IdempotencyKey, Job, utcnow
+from ..pagination import BadPageToken, decode_token, encode_token
+from .events import add_event, state_event_data
+
+
+def queue_for(spec: JobSpec) -> str:
+    """The broker queue of a job: ``gpu`` only when the spec asks for CUDA."""
+    return "gpu" if spec.device == "cuda" else "cpu"
+
+
+def create_job(
+    session: Session,
+    project_id: str,
+    spec: JobSpec,
+    *,
+    max_attempts: int,
+    idempotency: tuple[str, str] | None = None,
+) -> Job:
+    """Insert a queued job, its first ``state`` event and its idempotency key. Commits.
+
+    ``idempotency`` is ``(key, request_hash)``; a concurrent duplicate makes the commit raise
+    ``IntegrityError`` (the caller answers with the first job).
+    """
+    job = Job(
+        project_id=project_id,
+        kind=spec.kind,
+        state="queued",
+        spec=spec.model_dump(mode="json"),
+        queue=queue_for(spec),
+        max_attempts=max_attempts,
+        attempt=0,
+        cancel_requested=False,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "state", state_event_data("queued", 0))
+    if idempotency is not None:
+        key, request_hash = idempotency
+        session.add(
+            IdempotencyKey(project_id=project_id, key=key, request_hash=request_hash, job_id=job.id)
+        )
+    session.commit()
+    return job
+
+
+def get_job(session: Session, project_id: str, job_id: str) -> Job | None:
+    """The project's job ``job_id``; None for unknown ids and other projects' jobs alike."""
+    return session.scalar(select(Job).where(Job.id == job_id, Job.project_id == project_id))
+
+
+def find_idempotent(
+    session: Session, project_id: str, key: str, ttl_s: float | None
+) -> IdempotencyKey | None:
+    """The live record of ``key`` for the project; an expired one is deleted (and None).
+
+    ``ttl_s=None`` ignores expiry (a record just committed by a concurrent request).
+    """
+    record = session.get(IdempotencyKey, (project_id, key))
+    if record is None or ttl_s is None:
+        return record
+    created = record.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=utcnow().tzinfo)
+    if created < utcnow() - timedelta(seconds=ttl_s):
+        session.delete(record)
+        session.commit()
+        return None
+    return record
+
+
+def count_unfinished(session: Session, project_id: str) -> int:
+    """Jobs of the project not yet in a terminal state (the concurrency quota)."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.project_id == project_id, Job.state.not_in(TERMINAL_STATES))
+    )
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Filters of ``GET /v1/jobs``; None means any."""
+
+    state: str | None = None
+    kind: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    """Times without an offset are UTC (SQLite compares stored UTC text, so convert first)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def list_jobs(
+    session: Session,
+    project_id: str,
+    filters: JobFilter,
+    page_size: int,
+    page_token: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of the project's jobs, newest first, and the token of the next page."""
+    query = select(Job).where(Job.project_id == project_id)
+    if filters.state is not None:
+        query = query.where(Job.state == filters.state)
+    if filters.kind is not None:
+        query = query.where(Job.kind == filters.kind)
+    if filters.created_after is not None:
+        query = query.where(Job.created_at >= _utc(filters.created_after))
+    if filters.created_before is not None:
+        query = query.where(Job.created_at < _utc(filters.created_before))
+    if page_token is not None:
+        created_text, last_id = decode_token(page_token, 2)
+        try:
+            created = datetime.fromisoformat(created_text)
+        except (TypeError, ValueError) as error:
+            raise BadPageToken("page_token: not a token this API issued") from error
+        query = query.where(
+            or_(Job.created_at < created, (Job.created_at == created) & (Job.id < str(last_id)))
+        )
+    rows = list(
+        session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(page_size + 1))
+    )
+    if len(rows) <= page_size:
+        return rows, None
+    last = rows[page_size - 1]
+    return rows[:page_size], encode_token(last.created_at.isoformat(), last.id)
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Cancel gracefully: queued → ``cancelled`` now; running → ``cancelling`` (the worker
+    stops between steps); otherwise unchanged. Conditional updates make it safe against a
+    worker starting or finishing the job at the same moment. Commits; returns the fresh row.
+    """
+    now = utcnow()
+    done = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == "queued")
+        .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    new_state = "cancelled" if done.rowcount == 1 else None
+    if new_state is None:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == "running")
+            .values(state="cancelling", cancel_requested=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        new_state = "cancelling" if done.rowcount == 1 else None
+    if new_state is not None:
+        attempt = session.scalar(select(Job.attempt).where(Job.id == job.id)) or 0
+        add_event(session, job.id, "state", state_event_data(new_state, attempt))
+    session.commit()
+    return session.scalars(
+        select(Job).where(Job.id == job.id).execution_options(populate_existing=True)
+    ).one()
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    """Jobs per state across all projects (for ``/metrics``)."""
+    rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+    return {state: count for state, count in rows}
+
+
+def finished_durations(session: Session) -> list[float]:
+    """Run time in seconds of every finished job that started (for ``/metrics``)."""
+    rows = session.execute(
+        select(Job.started_at, Job.finished_at).where(
+            Job.finished_at.is_not(None), Job.started_at.is_not(None)
+        )
+    )
+    return [max((finished - started).total_seconds(), 0.0) for started, finished in rows]
