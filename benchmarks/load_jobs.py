@@ -1,0 +1,157 @@
+"""Load test: N tiny jobs submitted concurrently to a real deployment on loopback, run by W
+workers; prints throughput and latency figures, and checks nothing was lost or duplicated.
+
+    python benchmarks/load_jobs.py --jobs 500 --workers 2
+
+starts its own stack (a fresh Postgres database, Redis database 12, local storage in a
+temporary folder, the API and W ``noisefa worker`` processes) and tears it down after.
+``tests/faults/test_fault_load.py`` runs the same measurement at CI size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from tests.support.stack import Stack  # noqa: E402
+
+
+def tiny_job(seed: int) -> dict[str, Any]:
+    """Noise pretraining of a [4]-hidden MLP on 64 noise samples, 1 epoch: mostly overhead."""
+    return {
+        "kind": "pretrain",
+        "model": {"hidden": [4], "seed": seed},
+        "pretrain": {"dataset": "digits", "epochs": 1, "samples_per_epoch": 64, "batch_size": 64},
+        "device": "cpu",
+        "metrics": {"probe_size": 8, "readout_size": 8},
+    }
+
+
+@dataclass
+class LoadResult:
+    """What a load run measured and what it found."""
+
+    jobs: int
+    workers: int
+    wall_s: float
+    submit_latency_s: list[float]
+    job_latency_s: list[float]
+    states: dict[str, int]
+    attempts: dict[int, int]
+    lost: int
+    duplicated_jobs: int
+    duplicated_metric_points: int
+
+    @property
+    def jobs_per_s(self) -> float:
+        """Finished jobs per second of wall time (submission start to the last job's end)."""
+        return self.jobs / self.wall_s
+
+    def report(self) -> str:
+        """The figures, one per line."""
+
+        def quantiles(values: list[float]) -> str:
+            cuts = statistics.quantiles(values, n=100) if len(values) > 1 else values * 99
+            return f"p50 {cuts[49]:.3f} s, p95 {cuts[94]:.3f} s, max {max(values):.3f} s"
+
+        return "\n".join(
+            [
+                f"jobs {self.jobs}, workers {self.workers}, wall {self.wall_s:.1f} s, "
+                f"throughput {self.jobs_per_s:.2f} jobs/s",
+                f"submit latency: {quantiles(self.submit_latency_s)}",
+                f"job latency (created → finished): {quantiles(self.job_latency_s)}",
+                f"states {self.states}, attempts {self.attempts}",
+                f"lost {self.lost}, duplicated jobs {self.duplicated_jobs}, "
+                f"duplicated metric points {self.duplicated_metric_points}",
+            ]
+        )
+
+
+def submit_concurrently(
+    stack: Stack, specs: list[dict[str, Any]], threads: int
+) -> list[tuple[str, float]]:
+    """POST every spec from ``threads`` threads at once; (job id, seconds) per spec, in order."""
+
+    def submit(spec: dict[str, Any]) -> tuple[str, float]:
+        with stack.http() as http:
+            started = time.perf_counter()
+            response = http.post("/v1/jobs", json=spec)
+            elapsed = time.perf_counter() - started
+        if response.status_code != 202:
+            raise RuntimeError(f"submit answered {response.status_code}: {response.text}")
+        return response.json()["id"], elapsed
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(submit, specs))
+
+
+def run_load(
+    stack: Stack, jobs: int, workers: int, *, threads: int = 16, deadline_s: float | None = None
+) -> LoadResult:
+    """Start ``workers`` workers, submit ``jobs`` tiny jobs concurrently, wait for all to end."""
+    for _ in range(workers - len([w for w in stack.workers if w.poll() is None])):
+        stack.start_worker()
+    deadline_s = deadline_s or 120.0 + 5.0 * jobs
+    started = time.monotonic()
+    submitted = submit_concurrently(stack, [tiny_job(seed) for seed in range(jobs)], threads)
+    ids = [job_id for job_id, _ in submitted]
+    rows = stack.wait_terminal(ids, deadline_s)
+    wall_s = time.monotonic() - started
+    states: dict[str, int] = {}
+    attempts: dict[int, int] = {}
+    for row in rows.values():
+        states[row.state] = states.get(row.state, 0) + 1
+        attempts[row.attempt] = attempts.get(row.attempt, 0) + 1
+    return LoadResult(
+        jobs=jobs,
+        workers=workers,
+        wall_s=wall_s,
+        submit_latency_s=[elapsed for _, elapsed in submitted],
+        job_latency_s=[(r.finished_at - r.created_at).total_seconds() for r in rows.values()],
+        states=states,
+        attempts=attempts,
+        lost=len(set(ids) - set(rows)),
+        duplicated_jobs=len(ids) - len(set(ids)),
+        duplicated_metric_points=stack.duplicated_metric_points(ids),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the load test on a fresh local stack and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16, help="Concurrent submitters.")
+    args = parser.parse_args(argv)
+
+    from tests.faults.conftest import flush_redis, stack_settings
+    from tests.support.db import postgres_database
+    from tests.support.stack import make_stack
+
+    with tempfile.TemporaryDirectory(prefix="noisefa-load-") as tmp:
+        root = Path(tmp)
+        (root / "data").mkdir()
+        flush_redis()
+        with postgres_database("noisefa_load") as database_url:
+            stack, cleanup = make_stack(root, stack_settings(root, database_url))
+            try:
+                result = run_load(stack, args.jobs, args.workers, threads=args.threads)
+            finally:
+                cleanup()
+        flush_redis()
+    sys.stdout.write(result.report() + "\n")
+    ok = result.lost == 0 and result.duplicated_jobs == 0 and result.duplicated_metric_points == 0
+    return 0 if ok and result.states.get("succeeded") == args.jobs else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

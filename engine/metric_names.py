@@ -1,0 +1,47 @@
+"""Metric names: the one place they are spelled. Per-layer names are ``<base>/<layer>``.
+
+Layers are numbered 1..L: layer 1 is the first linear layer, layer L the readout.
+"""
+
+from __future__ import annotations
+
+TRAIN_LOSS = "train_loss"
+TRAIN_ACCURACY = "train_accuracy"
+TEST_LOSS = "test_loss"
+TEST_ACCURACY = "test_accuracy"
+GEN_GAP = "gen_gap"
+READOUT_MAX_PROB = "readout_max_prob"
+READOUT_ENTROPY = "readout_entropy"
+
+ALIGNMENT_ANGLE = "alignment_angle"
+SIGNAL_ANGLE = "signal_angle"
+EFF_DIM = "eff_dim"
+EFF_RANK = "eff_rank"
+
+DATA_ONLY = (TEST_LOSS, TEST_ACCURACY, GEN_GAP)
+"""Recorded only in phases with a dataset (not in noise pretraining)."""
+
+# Layer 1's feedback matrix multiplies the gradient w.r.t. the network input, which no
+# parameter uses, so its angle is reported but carries no learning signal.
+NO_SIGNAL_METRICS = (f"{ALIGNMENT_ANGLE}/1",)
+
+
+def layer_metric(base: str, layer: int) -> str:
+    """``alignment_angle/2`` etc. (``layer`` counts from 1)."""
+    return f"{base}/{layer}"
+
+
+def metric_names(num_layers: int, *, with_data: bool) -> list[str]:
+    """Every metric a phase records, for a network of ``num_layers`` linear layers.
+
+    ``signal_angle`` exists for hidden layers only (1..L-1): at the readout the error signal
+    is the loss gradient itself under every rule.
+    """
+    names = [TRAIN_LOSS, TRAIN_ACCURACY]
+    if with_data:
+        names += list(DATA_ONLY)
+    names += [layer_metric(ALIGNMENT_ANGLE, k) for k in range(1, num_layers + 1)]
+    names += [layer_metric(SIGNAL_ANGLE, k) for k in range(1, num_layers)]
+    names += [layer_metric(EFF_DIM, k) for k in range(1, num_layers + 1)]
+    names += [layer_metric(EFF_RANK, k) for k in range(1, num_layers + 1)]
+    return names + [READOUT_MAX_PROB, READOUT_ENTROPY]
