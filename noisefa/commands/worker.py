@@ -1,0 +1,73 @@
+"""``noisefa worker``: a Celery worker that runs jobs from the ``cpu`` and/or ``gpu`` queues.
+
+One worker process per GPU (``-Q gpu -c 1``); with the prefork pool each job runs in a
+fresh child process (``worker_max_tasks_per_child=1``), so GPU memory is returned between
+jobs and CUDA is never touched in the parent. The worker reads the same ``NOISEFA_*``
+settings as the API, so one environment configures both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+QUEUES = ("cpu", "gpu")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``worker`` verb."""
+    parser = subparsers.add_parser("worker", help="Run a Celery worker for training jobs.")
+    parser.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="Comma-separated queues to consume (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="Jobs run at once; use 1 per GPU (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=("prefork", "solo"),
+        default="prefork",
+        help="prefork: a fresh child process per job (default); solo: jobs run in this process.",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker until SIGTERM/SIGINT (warm shutdown: the running job finishes first)."""
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if not queues or unknown:
+        raise SystemExit(f"--queues: expected some of {', '.join(QUEUES)}, got {args.queues!r}")
+    if args.concurrency < 1:
+        raise SystemExit(f"--concurrency: must be >= 1, got {args.concurrency}")
+
+    # Concurrent jobs share the CPU: give each its share of threads, unless told otherwise
+    # (torch's default, one thread per core in every job, oversubscribes and spins).
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.concurrency)))
+    from noisefa.worker.celery_app import app
+
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            args.pool,
+            "--loglevel",
+            "INFO",
+            # Peer sync and worker events add start-up time and broker traffic; job state
+            # lives in the database, so nothing here needs them.
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ]
+    )
+    return 0

@@ -1,0 +1,57 @@
+"""On a CUDA machine: a ``device: cuda`` job runs in the worker's pool child, the worker's
+parent never loads the CUDA driver, and the child that held the GPU exits after the job (so
+its memory is returned). Skipped where no GPU is present, as in CI."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from noisefa.client import Client
+from noisefa.commands.processes import stop_process
+from tests.e2e.helpers import children, gone, start_server
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DEADLINE_S = 180.0
+SPEC = {
+    "kind": "pretrain",
+    "model": {"hidden": [256]},
+    "pretrain": {"dataset": "digits", "epochs": 2, "samples_per_epoch": 300_000},
+    "device": "cuda",
+}
+
+
+def uses_cuda_driver(pid: int) -> bool:
+    """Whether the process has the CUDA driver library mapped (a context was made)."""
+    maps = Path(f"/proc/{pid}/maps")
+    return maps.exists() and "libcuda.so" in maps.read_text()
+
+
+def test_cuda_job_runs_in_a_fresh_child_and_never_in_the_worker_parent(tmp_path: Path):
+    server = start_server(tmp_path / "home", tmp_path / "serve.log")
+    try:
+        (worker,) = children(server.process.pid)
+        key = (tmp_path / "home" / "api_key").read_text().strip()
+        with Client(server.url, key, retries=0) as client:
+            job = client.submit(SPEC)
+            deadline = time.monotonic() + DEADLINE_S
+            while not (client.get(job["id"]).get("progress") or {}).get("step"):
+                assert time.monotonic() < deadline, "the cuda job never made progress"
+                time.sleep(0.1)
+            pool = children(worker)
+            assert any(uses_cuda_driver(pid) for pid in pool), "no pool child runs on the GPU"
+            assert not uses_cuda_driver(worker)
+            ended = client.wait(job["id"], timeout=DEADLINE_S)
+        assert ended["state"] == "succeeded", ended.get("error")
+        deadline = time.monotonic() + 30
+        while not all(gone(pid) for pid in pool):
+            assert time.monotonic() < deadline, "the child that ran the job did not exit"
+            time.sleep(0.1)
+        assert not uses_cuda_driver(worker)
+    finally:
+        stop_process(server.process, sig=signal.SIGINT, timeout_s=30)
