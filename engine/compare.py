@@ -80,17 +80,20 @@ def _last_layer(history: list[dict]) -> int:
 
 
 def summarize(histories: dict[str, list[list[dict]]], target: float = 0.9) -> list[dict]:
-    """Per condition, over seeds: test accuracy (final and after epoch 1) as mean ± std,
-    epochs to ``target`` test accuracy (mean over the seeds that reached it), and the last
-    layer's alignment angle before and after pretraining and at the end."""
+    """Per condition, over seeds: test accuracy (final, best, after epoch 1) as mean ± std,
+    epochs to ``target`` test accuracy (mean over the seeds that reached it), the last
+    layer's alignment angle before and after pretraining and at the end, layer 1's final
+    effective dimensionality and the final generalisation gap (mean ± std)."""
     rows = []
+    eff_dim_1 = mn.layer_metric(mn.EFF_DIM, 1)
     for condition, runs in histories.items():
-        finals, firsts, to_target = [], [], []
-        before, after, final_angle = [], [], []
+        finals, bests, firsts, to_target = [], [], [], []
+        before, after, final_angle, eff_dims, gaps = [], [], [], [], []
         for history in runs:
             accuracy = _series(history, mn.TEST_ACCURACY, "train")
             if accuracy:
                 finals.append(accuracy[max(accuracy)])
+                bests.append(max(accuracy.values()))
                 if 1 in accuracy:
                     firsts.append(accuracy[1])
                 reached = [e for e in sorted(accuracy) if accuracy[e] >= target]
@@ -104,25 +107,34 @@ def summarize(histories: dict[str, list[list[dict]]], target: float = 0.9) -> li
             train = _series(history, angle, "train")
             if train:
                 final_angle.append(train[max(train)])
+            for values, name in ((eff_dims, eff_dim_1), (gaps, mn.GEN_GAP)):
+                series = _series(history, name, "train")
+                if series:
+                    values.append(series[max(series)])
         row: dict[str, Any] = {"condition": condition, "seeds": len(runs), "target": target}
         row["final_accuracy_mean"], row["final_accuracy_std"] = _mean_std(finals)
+        row["best_accuracy_mean"], row["best_accuracy_std"] = _mean_std(bests)
         row["epoch1_accuracy_mean"], row["epoch1_accuracy_std"] = _mean_std(firsts)
         row["epochs_to_target_mean"] = statistics.fmean(to_target) if to_target else None
         row["seeds_reaching_target"] = len(to_target)
         row["angle_before_pretrain"] = _mean_std(before)[0]
         row["angle_after_pretrain"] = _mean_std(after)[0]
         row["angle_final"] = _mean_std(final_angle)[0]
+        row["eff_dim_1_final_mean"], row["eff_dim_1_final_std"] = _mean_std(eff_dims)
+        row["gen_gap_final_mean"], row["gen_gap_final_std"] = _mean_std(gaps)
         rows.append(row)
     return rows
 
 
-def _pm(mean: float | None, std: float | None, scale: float = 100.0) -> str:
+def format_pm(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± std`` scaled (×100 for accuracies in %), ``-`` when there is no value."""
     if mean is None:
         return "-"
-    return f"{mean * scale:.1f} ± {(std or 0.0) * scale:.1f}"
+    return f"{mean * scale:.{digits}f} ± {(std or 0.0) * scale:.{digits}f}"
 
 
-def _num(value: float | None, digits: int = 1) -> str:
+def format_num(value: float | None, digits: int = 1) -> str:
+    """A number with ``digits`` decimals, ``-`` when missing or NaN."""
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
@@ -141,18 +153,18 @@ def format_table(rows: list[dict]) -> str:
     body = []
     for row in rows:
         reached = row["seeds_reaching_target"]
-        epochs = _num(row["epochs_to_target_mean"])
+        epochs = format_num(row["epochs_to_target_mean"])
         if row["epochs_to_target_mean"] is not None and reached < row["seeds"]:
             epochs += f" ({reached}/{row['seeds']})"
         body.append(
             [
                 row["condition"],
-                _pm(row["final_accuracy_mean"], row["final_accuracy_std"]),
-                _pm(row["epoch1_accuracy_mean"], row["epoch1_accuracy_std"]),
+                format_pm(row["final_accuracy_mean"], row["final_accuracy_std"]),
+                format_pm(row["epoch1_accuracy_mean"], row["epoch1_accuracy_std"]),
                 epochs,
-                _num(row["angle_before_pretrain"]),
-                _num(row["angle_after_pretrain"]),
-                _num(row["angle_final"]),
+                format_num(row["angle_before_pretrain"]),
+                format_num(row["angle_after_pretrain"]),
+                format_num(row["angle_final"]),
             ]
         )
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,37 +131,59 @@ def _unknown(name: str) -> DatasetUnavailableError:
     )
 
 
-def dataset_info(name: str, data_dir: Path | str | None = None) -> tuple[tuple[int, ...], int]:
-    """``(input_shape, num_classes)`` without loading the data (for noise-only jobs)."""
+def _local_npz(name: str, dataset_files: Mapping[str, Path] | None) -> Path | None:
+    """The ``.npz`` behind ``name``: a mapped file (``upload:<id>``) or ``npz:<path>``."""
+    if dataset_files is not None and name in dataset_files:
+        return Path(dataset_files[name])
+    if name.startswith(NPZ_PREFIX):
+        return Path(name[len(NPZ_PREFIX) :])
+    return None
+
+
+def dataset_info(
+    name: str,
+    data_dir: Path | str | None = None,
+    dataset_files: Mapping[str, Path] | None = None,
+) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` without loading the data (for noise-only jobs).
+
+    ``dataset_files`` maps names that are not in the registry (the service's ``upload:<id>``)
+    to local ``.npz`` files, read like ``npz:<path>``.
+    """
+    npz = _local_npz(name, dataset_files)
+    if npz is not None:
+        arrays, num_classes = _read_npz(npz)
+        return tuple(arrays["x_train"].shape[1:]), num_classes
     if name == "digits":
         return DIGITS_SHAPE, DIGITS_CLASSES
     if name in TORCHVISION_SETS:
         entry = TORCHVISION_SETS[name]
         return entry.input_shape, entry.num_classes
-    if name.startswith(NPZ_PREFIX):
-        arrays, num_classes = _read_npz(Path(name[len(NPZ_PREFIX) :]))
-        return tuple(arrays["x_train"].shape[1:]), num_classes
     raise _unknown(name)
 
 
 def load_dataset(
-    name: str, data_dir: Path | str | None = None, device: str | torch.device = "cpu"
+    name: str,
+    data_dir: Path | str | None = None,
+    device: str | torch.device = "cpu",
+    dataset_files: Mapping[str, Path] | None = None,
 ) -> Dataset:
-    """Load a dataset by registry name, normalised, onto ``device``."""
-    if name == "digits":
-        x_train, y_train, x_test, y_test = _load_digits()
-        num_classes = DIGITS_CLASSES
-    elif name in TORCHVISION_SETS:
-        x_train, y_train, x_test, y_test = _load_torchvision(name, resolve_data_dir(data_dir))
-        num_classes = TORCHVISION_SETS[name].num_classes
-    elif name.startswith(NPZ_PREFIX):
-        arrays, num_classes = _read_npz(Path(name[len(NPZ_PREFIX) :]))
+    """Load a dataset by registry name (or from ``dataset_files``), normalised, onto ``device``."""
+    npz = _local_npz(name, dataset_files)
+    if npz is not None:
+        arrays, num_classes = _read_npz(npz)
         x_train, x_test = _standardise(
             torch.from_numpy(arrays["x_train"].astype(np.float32)),
             torch.from_numpy(arrays["x_test"].astype(np.float32)),
         )
         y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
         y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
+    elif name == "digits":
+        x_train, y_train, x_test, y_test = _load_digits()
+        num_classes = DIGITS_CLASSES
+    elif name in TORCHVISION_SETS:
+        x_train, y_train, x_test, y_test = _load_torchvision(name, resolve_data_dir(data_dir))
+        num_classes = TORCHVISION_SETS[name].num_classes
     else:
         raise _unknown(name)
     return Dataset(

@@ -22,6 +22,9 @@ class Limits(BaseModel):
     max_depth: int = Field(8, ge=1, description="Most hidden layers.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs in one phase.")
     max_samples_per_epoch: int = Field(10_000_000, ge=1, description="Most noise samples/epoch.")
+    max_experiment_runs: int = Field(
+        64, ge=1, description="Most child runs (conditions × seeds) of one experiment."
+    )
 
     @classmethod
     def from_env(cls) -> Limits:

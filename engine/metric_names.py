@@ -18,6 +18,9 @@ SIGNAL_ANGLE = "signal_angle"
 EFF_DIM = "eff_dim"
 EFF_RANK = "eff_rank"
 
+META_LOSS = "meta_loss"
+"""Mean over a phase's meta-loss tasks; ``meta_loss/<task>`` per task (when configured)."""
+
 DATA_ONLY = (TEST_LOSS, TEST_ACCURACY, GEN_GAP)
 """Recorded only in phases with a dataset (not in noise pretraining)."""
 
@@ -29,6 +32,11 @@ NO_SIGNAL_METRICS = (f"{ALIGNMENT_ANGLE}/1",)
 def layer_metric(base: str, layer: int) -> str:
     """``alignment_angle/2`` etc. (``layer`` counts from 1)."""
     return f"{base}/{layer}"
+
+
+def meta_task_metric(task: str) -> str:
+    """``meta_loss/<task>``: the adapted loss on one task."""
+    return f"{META_LOSS}/{task}"
 
 
 def metric_names(num_layers: int, *, with_data: bool) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from .callbacks import RunCallbacks
 from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, load_model_state
 from .datasets import Dataset, dataset_info, load_dataset
 from .errors import CheckpointError, InvalidSpecError
-from .model import build_model
+from .meta import MetaLoss
+from .model import MLP, build_model
 from .noise import NoiseSource
-from .spec import JobSpec, NoiseSpec
+from .spec import JobSpec, MetaLossSpec, NoiseSpec
 from .trainer import Phase, Trainer, derive_seed
 
 log = logging.getLogger(__name__)
@@ -45,19 +47,22 @@ def run_job(
     callbacks: RunCallbacks | None = None,
     data_dir: Path | None = None,
     init_checkpoint: Path | None = None,
+    dataset_files: Mapping[str, Path] | None = None,
 ) -> dict:
     """Run (or resume) ``spec`` into ``out_dir`` and return the ``result.json`` content.
 
     ``init_checkpoint`` (else ``spec.init_from`` as a path) supplies the starting weights and
-    feedback matrices of a fresh run. Raises :class:`RunStopped` when ``callbacks`` asked to
-    stop (a checkpoint is on disk), engine errors for bad inputs; torch's OOM propagates.
+    feedback matrices of a fresh run. ``dataset_files`` maps dataset names that are not in
+    the registry (``upload:<id>``) to local ``.npz`` files. Raises :class:`RunStopped` when
+    ``callbacks`` asked to stop (a checkpoint is on disk), engine errors for bad inputs;
+    torch's OOM propagates.
     """
     out_dir = Path(out_dir)
     device = resolve_device(device or spec.device)
     resume = _find_resume(spec, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    dataset, input_shape, num_classes = _data_and_shape(spec, data_dir, device)
+    dataset, input_shape, num_classes = _data_and_shape(spec, data_dir, device, dataset_files)
 
     model = build_model(spec.model, input_shape, num_classes, device)
     if resume is not None:
@@ -67,17 +72,57 @@ def run_job(
         if init is not None:
             load_model_state(model, load_checkpoint(init))
 
+    trainer = build_trainer(
+        spec,
+        model,
+        dataset,
+        out_dir,
+        device=device,
+        callbacks=callbacks,
+        data_dir=data_dir,
+        dataset_files=dataset_files,
+    )
+    progress = trainer.run(resume)
+    return write_result(spec, progress.history, trainer.last_checkpoint, out_dir)
+
+
+def build_trainer(
+    spec: JobSpec,
+    model: MLP,
+    dataset: Dataset | None,
+    out_dir: Path,
+    *,
+    device: str,
+    callbacks: RunCallbacks | None = None,
+    data_dir: Path | None = None,
+    dataset_files: Mapping[str, Path] | None = None,
+) -> Trainer:
+    """The trainer of one run: its phases (with meta-loss tasks) and fixed readout noise.
+
+    Shared by :func:`run_job` and the batched trainer, so both measure a run identically.
+    """
+    input_shape, num_classes = model.config.input_shape, model.config.num_classes
     noise_spec = spec.pretrain.noise if spec.pretrain is not None else NoiseSpec()
     phases = _plan_phases(spec, dataset, noise_spec, input_shape, num_classes, device)
+    for phase in phases:
+        block = spec.pretrain if phase.name == "pretrain" else spec.train
+        if block is not None and block.meta_loss is not None:
+            phase.meta = build_meta_loss(
+                block.meta_loss, spec, input_shape, num_classes, device, data_dir, dataset_files
+            )
     readout_gen = torch.Generator(device=device)
     readout_gen.manual_seed(derive_seed(spec.model.seed, "readout"))
     readout_x = NoiseSource(noise_spec, input_shape, num_classes, generator=readout_gen).inputs(
         spec.metrics.readout_size
     )
+    return Trainer(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
 
-    trainer = Trainer(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
-    progress = trainer.run(resume)
-    result = build_result(spec, progress.history, trainer.last_checkpoint, out_dir)
+
+def write_result(
+    spec: JobSpec, history: list[dict[str, Any]], final_checkpoint: Path | None, out_dir: Path
+) -> dict:
+    """Write ``result.json`` atomically into ``out_dir`` and return its content."""
+    result = build_result(spec, history, final_checkpoint, out_dir)
     tmp = out_dir / ".result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out_dir / "result.json")
@@ -99,16 +144,38 @@ def _find_resume(spec: JobSpec, out_dir: Path) -> Checkpoint | None:
     return checkpoint
 
 
+def build_meta_loss(
+    meta_spec: MetaLossSpec,
+    spec: JobSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    device: str,
+    data_dir: Path | None,
+    dataset_files: Mapping[str, Path] | None,
+) -> MetaLoss:
+    """A phase's meta-loss measurer with its task datasets loaded onto the device."""
+    tasks = {
+        name: load_dataset(name, data_dir, device, dataset_files)
+        for name in dict.fromkeys(meta_spec.tasks)
+    }
+    return MetaLoss(
+        meta_spec, tasks, input_shape=input_shape, num_classes=num_classes, seed=spec.model.seed
+    )
+
+
 def _data_and_shape(
-    spec: JobSpec, data_dir: Path | None, device: str
+    spec: JobSpec,
+    data_dir: Path | None,
+    device: str,
+    dataset_files: Mapping[str, Path] | None = None,
 ) -> tuple[Dataset | None, tuple[int, ...], int]:
     """The training data (if any) on the device, and the network's input shape and classes."""
     dataset = None
     if spec.train is not None:
-        dataset = load_dataset(spec.train.dataset, data_dir, device)
+        dataset = load_dataset(spec.train.dataset, data_dir, device, dataset_files)
         if spec.shape_dataset == dataset.name:
             return dataset, dataset.input_shape, dataset.num_classes
-    input_shape, num_classes = dataset_info(spec.shape_dataset, data_dir)
+    input_shape, num_classes = dataset_info(spec.shape_dataset, data_dir, dataset_files)
     if dataset is not None and (dataset.input_shape, dataset.num_classes) != (
         tuple(input_shape),
         num_classes,

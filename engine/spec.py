@@ -29,6 +29,11 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def canonical_json(self) -> str:
+        """The normalised spec as JSON with sorted keys: equal specs give equal text
+        (the service hashes it for idempotency)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
 
 class OptimizerSpec(SpecModel):
     """Optimizer of one phase. Defaults follow DESIGN.md's measured prototype (Adam, 1e-3)."""
@@ -104,6 +109,31 @@ class MetricsSpec(SpecModel):
     )
 
 
+class MetaLossSpec(SpecModel):
+    """Adaptability: every ``every`` epochs, the loss on each task after ``steps`` steps.
+
+    Measured on a copy of the model (the run itself is untouched) that learns by the run's own
+    rule from the current weights: ``steps`` batches of ``batch_size`` from the task's train
+    split (the same batches at every measurement, so the curve reflects the weights only),
+    then the loss on the first ``eval_size`` samples of its test split. Tasks must have the
+    model's class count; images of another size are resized (bilinear) to the model's input
+    shape. Recorded as ``meta_loss`` (mean over tasks) and ``meta_loss/<task>`` at epoch 0,
+    every ``every`` epochs, and at the phase's last epoch.
+    """
+
+    tasks: list[str] = Field(
+        min_length=1, max_length=16, description="Task datasets, e.g. ['digits', 'kmnist']."
+    )
+    every: int = Field(1, ge=1, description="Measure every N epochs (and at epoch 0 and the end).")
+    steps: int = Field(10, ge=0, le=10_000, description="Adaptation steps per task.")
+    lr: float = Field(0.01, gt=0, le=10, description="Adaptation learning rate.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="Adaptation batch size.")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="Adaptation optimizer.")
+    eval_size: int = Field(
+        1024, ge=1, le=1_000_000, description="Test samples the adapted loss is measured on."
+    )
+
+
 class PretrainSpec(SpecModel):
     """Random-noise pretraining: fresh noise inputs and random labels every batch."""
 
@@ -117,6 +147,7 @@ class PretrainSpec(SpecModel):
     batch_size: int = Field(64, ge=1, le=65_536, description="Noise batch size.")
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    meta_loss: MetaLossSpec | None = Field(None, description="Meta-loss measured in this phase.")
 
 
 class TrainSpec(SpecModel):
@@ -126,6 +157,7 @@ class TrainSpec(SpecModel):
     epochs: int = Field(5, ge=1, description="Data epochs.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Training batch size.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    meta_loss: MetaLossSpec | None = Field(None, description="Meta-loss measured in this phase.")
 
 
 class JobSpec(SpecModel):
@@ -177,10 +209,6 @@ class JobSpec(SpecModel):
         """Names of the phases this job runs, in order."""
         names = ["pretrain"] if self.pretrain is not None else []
         return names + (["train"] if self.train is not None else [])
-
-    def canonical_json(self) -> str:
-        """The normalised spec as JSON with sorted keys: equal specs give equal text."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def fingerprint(self, *, ignore: tuple[str, ...] = ("device",)) -> str:
         """A hash of what decides the results (device excluded), to match resumes to specs."""

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,9 @@ from .metrics import evaluate, model_metrics
 from .model import MLP
 from .noise import NoiseSource
 from .spec import JobSpec, OptimizerSpec
+
+if TYPE_CHECKING:
+    from .meta import MetaLoss
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class Phase:
     optimizer: OptimizerSpec
     dataset: Dataset | None = None
     noise: NoiseSource | None = None
+    meta: MetaLoss | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,7 +145,7 @@ class Trainer:
             phase.noise.generator.manual_seed(
                 derive_seed(self.spec.model.seed, f"{phase.name}/noise")
             )
-        probe_x, probe_labels, probe_target = self._probe(phase)
+        probe_x, probe_labels, probe_target = self.probe_batch(phase)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         if resume is not None:
@@ -159,8 +163,8 @@ class Trainer:
             )
         else:
             self.progress.phase, self.progress.epoch, self.progress.step = phase.name, 0, 0
-            train_loss, train_acc = self._initial_train_metrics(phase, probe_x, probe_labels)
-            self._record(phase, train_loss, train_acc, probe_x, probe_target)
+            train_loss, train_acc = self.initial_train_metrics(phase, probe_x, probe_labels)
+            self.record_epoch(phase, train_loss, train_acc, probe_x, probe_target)
         self.callbacks.on_phase_start(phase.name, phase.epochs, phase.steps_per_epoch)
         self.model.train()
         while self.progress.epoch < phase.epochs:
@@ -171,7 +175,7 @@ class Trainer:
             train_acc = correct.item() / phase.samples_per_epoch
             loss_sum.zero_()
             correct.zero_()
-            self._record(phase, train_loss, train_acc, probe_x, probe_target)
+            self.record_epoch(phase, train_loss, train_acc, probe_x, probe_target)
             epoch = self.progress.epoch
             if epoch == phase.epochs:
                 self.progress.phases_done.append(phase.name)
@@ -221,7 +225,7 @@ class Trainer:
                 )
 
     # ---------------------------------------------------------------------------- metrics
-    def _probe(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def probe_batch(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The phase's fixed probe batch for signal angles: noise, or a subset of the data."""
         size = self.spec.metrics.probe_size
         if phase.dataset is None:
@@ -242,7 +246,7 @@ class Trainer:
         labels = phase.dataset.y_train[index]
         return phase.dataset.x_train[index], labels, labels
 
-    def _initial_train_metrics(
+    def initial_train_metrics(
         self, phase: Phase, probe_x: torch.Tensor, probe_labels: torch.Tensor
     ) -> tuple[float, float]:
         """Epoch-0 train loss/accuracy: on the whole train split, or on the noise probe."""
@@ -251,7 +255,7 @@ class Trainer:
             return evaluate(self.model, phase.dataset.x_train, phase.dataset.y_train, batch)
         return evaluate(self.model, probe_x, probe_labels, batch)
 
-    def _record(
+    def record_epoch(
         self,
         phase: Phase,
         train_loss: float,
@@ -275,6 +279,8 @@ class Trainer:
         names = mn.metric_names(len(self.model.rule_layers), with_data=phase.dataset is not None)
         metrics = {name: metrics[name] for name in names}  # the documented names, in order
         epoch = self.progress.epoch
+        if phase.meta is not None and phase.meta.due(epoch, phase.epochs):
+            metrics |= phase.meta.measure(self.model, self.spec.metrics.eval_batch_size)
         points = [
             {"name": name, "phase": phase.name, "epoch": epoch, "value": value}
             for name, value in metrics.items()

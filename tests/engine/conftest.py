@@ -33,7 +33,7 @@ def make_small_spec(**overrides) -> JobSpec:
     return parse_spec(data)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def small_spec():
     """The factory :func:`make_small_spec` (keyword overrides merge into its blocks)."""
     return make_small_spec

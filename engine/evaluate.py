@@ -1,0 +1,121 @@
+"""Out-of-distribution accuracy: a checkpoint against datasets under affine shifts.
+
+Every (dataset, shift kind, severity) cell is one batched pass: the whole test split, viewed
+as images (N, C, H, W), goes through one ``torchvision.transforms.v2.functional.affine``
+call on the device, then through the model. At the identity severity (rotate 0, translate
+0, scale 1) no transform runs at all, so that cell is exactly the plain test accuracy.
+Datasets of another input shape are resized to the model's first (:mod:`.images`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .datasets import load_dataset
+from .errors import InvalidSpecError
+from .images import as_images, fit_inputs
+from .kinds import SHIFT_IDENTITY, EvaluateSpec
+from .metrics import evaluate
+from .run import resolve_device
+
+PLOT_NAME = "accuracy_vs_severity.png"
+
+
+def shift_images(images: torch.Tensor, kind: str, severity: float, fill: float) -> torch.Tensor:
+    """(N, C, H, W) images rotated (degrees), translated (pixels, both axes) or scaled."""
+    if severity == SHIFT_IDENTITY[kind]:
+        return images
+    angle, translate, scale = 0.0, [0.0, 0.0], 1.0
+    if kind == "rotate":
+        angle = float(severity)
+    elif kind == "translate":
+        translate = [float(severity), float(severity)]  # sub-pixel shifts interpolate
+    else:
+        scale = float(severity)
+    return TF.affine(
+        images,
+        angle=angle,
+        translate=translate,
+        scale=scale,
+        shear=[0.0, 0.0],
+        interpolation=InterpolationMode.BILINEAR,
+        fill=fill,
+    )
+
+
+def evaluate_checkpoint(
+    spec: EvaluateSpec,
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    device: str | None = None,
+    data_dir: Path | None = None,
+    dataset_files: Mapping[str, Path] | None = None,
+) -> dict:
+    """Accuracy of ``checkpoint``'s model per dataset × shift × severity.
+
+    ``checkpoint`` is the file to evaluate (the caller resolves ``spec.init_from``, a job
+    id or path, to it); ``dataset_files`` maps non-registry names (``upload:<id>``) to local
+    ``.npz`` files. Returns (and writes as ``result.json``) ``{"checkpoint", "evaluations":
+    [{dataset, shift, severity, accuracy}, ...], "plot"}``; the accuracy-vs-severity plot is
+    written as ``accuracy_vs_severity.png`` in ``out_dir``.
+    """
+    device = resolve_device(device or spec.device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, device)
+    config = model.config
+    names = spec.datasets or [stored.spec.train.dataset if stored.spec.train else None]
+    if names[0] is None:
+        raise InvalidSpecError("datasets: required for a checkpoint that trained on no dataset")
+    evaluations = []
+    for name in names:
+        data = load_dataset(name, data_dir, device, dataset_files)
+        if data.num_classes != config.num_classes:
+            raise InvalidSpecError(
+                f"datasets: {name!r} has {data.num_classes} classes, the model {config.num_classes}"
+            )
+        x = fit_inputs(data.x_test, config.input_shape)  # (N, *model input)
+        images = as_images(x)  # (N, C, H, W)
+        fill = x.min().item()  # the background of digit-like images
+        for kind, severities in spec.shifts.items():
+            for severity in severities:
+                shifted = shift_images(images, kind, severity, fill).reshape(x.shape)
+                accuracy = evaluate(model, shifted, data.y_test, spec.eval_batch_size)[1]
+                evaluations.append(
+                    {"dataset": name, "shift": kind, "severity": severity, "accuracy": accuracy}
+                )
+    plot_evaluations(evaluations, out_dir / PLOT_NAME)
+    result = {"checkpoint": str(checkpoint), "evaluations": evaluations, "plot": PLOT_NAME}
+    tmp = out_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out_dir / "result.json")
+    return result
+
+
+def plot_evaluations(evaluations: list[dict], path: Path) -> None:
+    """One panel per shift kind: accuracy vs severity, one line per dataset."""
+    from .plots import new_figure, save_figure
+
+    kinds = list(dict.fromkeys(e["shift"] for e in evaluations))
+    figure, axes = new_figure(len(kinds))
+    for axis, kind in zip(axes, kinds, strict=True):
+        for dataset in dict.fromkeys(e["dataset"] for e in evaluations):
+            cells = sorted(
+                (e["severity"], e["accuracy"])
+                for e in evaluations
+                if e["shift"] == kind and e["dataset"] == dataset
+            )
+            axis.plot(*zip(*cells, strict=True), marker="o", label=dataset)
+        axis.set(title=kind, xlabel="severity", ylabel="test accuracy", ylim=(0, 1.02))
+        axis.legend()
+    save_figure(figure, path)
