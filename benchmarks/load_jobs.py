@@ -22,6 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from sqlalchemy import func, select  # noqa: E402
+
+from noisefa.service.models import Job, utcnow  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
 
@@ -40,6 +43,7 @@ def tiny_job(seed: int) -> dict[str, Any]:
 class LoadResult:
     """What a load run measured and what it found."""
 
+    ids: list[str]
     jobs: int
     workers: int
     wall_s: float
@@ -48,7 +52,7 @@ class LoadResult:
     states: dict[str, int]
     attempts: dict[int, int]
     lost: int
-    duplicated_jobs: int
+    duplicated_jobs: int  # rows stored beyond one per submit
     duplicated_metric_points: int
 
     @property
@@ -98,20 +102,25 @@ def run_load(
     stack: Stack, jobs: int, workers: int, *, threads: int = 16, deadline_s: float | None = None
 ) -> LoadResult:
     """Start ``workers`` workers, submit ``jobs`` tiny jobs concurrently, wait for all to end."""
-    for _ in range(workers - len([w for w in stack.workers if w.poll() is None])):
-        stack.start_worker()
+    stack.use_workers(workers)
     deadline_s = deadline_s or 120.0 + 5.0 * jobs
+    since = utcnow()
     started = time.monotonic()
     submitted = submit_concurrently(stack, [tiny_job(seed) for seed in range(jobs)], threads)
     ids = [job_id for job_id, _ in submitted]
     rows = stack.wait_terminal(ids, deadline_s)
     wall_s = time.monotonic() - started
+    with stack.sessions() as session:  # nothing else submits meanwhile: these are all ours
+        stored = session.scalar(
+            select(func.count()).select_from(Job).where(Job.created_at >= since)
+        )
     states: dict[str, int] = {}
     attempts: dict[int, int] = {}
     for row in rows.values():
         states[row.state] = states.get(row.state, 0) + 1
         attempts[row.attempt] = attempts.get(row.attempt, 0) + 1
     return LoadResult(
+        ids=ids,
         jobs=jobs,
         workers=workers,
         wall_s=wall_s,
@@ -120,7 +129,7 @@ def run_load(
         states=states,
         attempts=attempts,
         lost=len(set(ids) - set(rows)),
-        duplicated_jobs=len(ids) - len(set(ids)),
+        duplicated_jobs=stored - len(set(ids)),
         duplicated_metric_points=stack.duplicated_metric_points(ids),
     )
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
-
-from fastapi.testclient import TestClient
 
 from noisefa.service.repositories import execution
 from tests.service.specs import pretrain_spec, train_spec
 from tests.support import broker
-from tests.support.db import new_project_key
 
 
 def submit(client, headers, spec=None, **kwargs):
@@ -199,22 +195,3 @@ def test_another_projects_job_is_404_on_every_route(client, headers, other_heade
         assert response.headers["content-type"] == "application/problem+json"
     assert client.get("/v1/jobs", headers=other_headers).json()["items"] == []
     assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
-
-
-def test_concurrent_duplicates_with_one_idempotency_key_make_one_job(app, settings):
-    key = new_project_key(settings)
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "race"}
-    barrier = threading.Barrier(4)
-    ids = []
-
-    def post() -> None:
-        with TestClient(app) as own_client:
-            barrier.wait(timeout=10)
-            ids.append(submit(own_client, headers).json()["id"])
-
-    threads = [threading.Thread(target=post) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(ids) == 4 and len(set(ids)) == 1

@@ -39,7 +39,8 @@ REDIS_URL = os.environ.get("NOISEFA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14"
 def postgres_database(prefix: str = "noisefa_test") -> Iterator[str]:
     """Create an empty Postgres database with a random name; yield its URL; drop it."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre_ping: a test may have restarted the server, cutting the pooled connection.
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -1,0 +1,169 @@
+"""The reaper: a periodic sweep so that no job stays ``running`` forever and none is lost.
+
+Each sweep, under one database-wide lock so replicas take turns:
+
+1. jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died) are
+   re-queued to resume from their last checkpoint as a new attempt, or failed
+   ``worker_lost`` once ``max_attempts`` are spent (:func:`reap_stale`);
+2. jobs queued for longer than ``requeue_after_s`` are sent to the broker again, since their
+   message may be gone (the API commits before it enqueues; Redis may restart empty) — only
+   on queues where the broker holds fewer messages than there are queued jobs, so a long
+   backlog is not flooded with duplicates;
+3. expired ``Idempotency-Key`` records are deleted;
+4. experiments whose runs have all ended but which were not aggregated within
+   ``experiment_sweep_after_s`` (the "aggregate" message was lost, or its worker died) are
+   sent to aggregate again.
+
+Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
+moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
+one that fails to send leaves the job ``queued``, and step 2 sends it again later.
+
+The API process runs :class:`Reaper` as a daemon thread (``reaper_enabled``), every
+``reaper_interval_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from celery import Celery
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from .broker import enqueue_finish_experiment, enqueue_job, waiting_messages
+from .repositories.execution import queued_counts, reap_stale, stale_queued_jobs
+from .repositories.experiments import stalled_experiments
+from .repositories.jobs import delete_expired_idempotency_keys
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock key of the sweep: "noisefa reaper" as a 63-bit number.
+REAPER_LOCK_KEY = 0x6E6F69736566_6172
+
+
+@dataclass
+class Sweep:
+    """What one sweep did (``ran`` is False when another replica held the lock)."""
+
+    ran: bool = True
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    expired_keys: int = 0
+    aggregations: list[str] = field(default_factory=list)
+
+
+def _take_lock(session: Session) -> bool:
+    """Postgres: the sweep's transaction-scoped advisory lock (False when another holds it).
+
+    SQLite serves one API process (the embedded mode), so there is nobody to take turns with.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    locked = session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": REAPER_LOCK_KEY}
+    )
+    return bool(locked)
+
+
+def _queues_missing_messages(session: Session, celery: Celery) -> list[str]:
+    """Queues whose broker holds fewer messages than the database has queued jobs.
+
+    A backlog waiting on the broker is not re-sent (that would only add duplicates); a queue
+    that came back empty after a broker restart, or one the broker cannot report on, is.
+    """
+    missing = []
+    for queue, queued in queued_counts(session).items():
+        waiting = waiting_messages(celery, queue)
+        if waiting is None or waiting < queued:
+            missing.append(queue)
+    return missing
+
+
+def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> Sweep:
+    """Run one sweep now; see the module docstring for its three steps."""
+    done = Sweep()
+    to_send: list[tuple[str, str]] = []
+    stalled: list[tuple[str, str]] = []
+    with sessions() as session:
+        if not _take_lock(session):
+            return Sweep(ran=False)
+        for reaped in reap_stale(session, settings.heartbeat_timeout_s):  # commits: lock ends
+            if reaped.state == "queued":
+                done.requeued.append(reaped.job_id)
+                to_send.append((reaped.job_id, reaped.queue))
+            elif reaped.state == "failed":
+                done.failed.append(reaped.job_id)
+            else:
+                done.cancelled.append(reaped.job_id)
+        if _take_lock(session):
+            queues = _queues_missing_messages(session, celery)
+            if queues:
+                resent = stale_queued_jobs(session, settings.requeue_after_s, queues)  # commits
+                done.resent = [job_id for job_id, _ in resent]
+                to_send += resent
+        if _take_lock(session):
+            done.expired_keys = delete_expired_idempotency_keys(session, settings.idempotency_ttl_s)
+        if _take_lock(session):
+            stalled = stalled_experiments(session, settings.experiment_sweep_after_s)  # commits
+            done.aggregations = [job_id for job_id, _ in stalled]
+    for job_id, queue in to_send:
+        try:
+            enqueue_job(celery, job_id, queue)
+        except Exception:
+            # Still queued in the database: the next sweep past requeue_after_s sends it.
+            log.warning("reaper: could not enqueue job %s; will retry", job_id, exc_info=True)
+    for job_id, queue in stalled:
+        try:
+            enqueue_finish_experiment(celery, job_id, queue)
+        except Exception:
+            log.warning("reaper: could not send aggregation of %s", job_id, exc_info=True)
+        else:
+            log.info("reaper: experiment %s had all runs ended; aggregation re-sent", job_id)
+    if done.requeued or done.failed or done.cancelled or done.resent:
+        log.info(
+            "reaper: requeued %s, failed worker_lost %s, cancelled %s, re-sent %s",
+            done.requeued,
+            done.failed,
+            done.cancelled,
+            done.resent,
+        )
+    return done
+
+
+class Reaper:
+    """:func:`sweep` every ``reaper_interval_s`` on a daemon thread, until :meth:`stop`."""
+
+    def __init__(self, sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> None:
+        self.sessions = sessions
+        self.celery = celery
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="noisefa-reaper", daemon=True)
+
+    def start(self) -> None:
+        """Start sweeping (the first sweep runs at once: jobs orphaned while we were down)."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the current sweep."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sweep(self.sessions, self.celery, self.settings)
+            except Exception:
+                # A database outage must not end the loop: the next sweep tries again.
+                log.warning(
+                    "reaper: sweep failed; retrying in %gs",
+                    self.settings.reaper_interval_s,
+                    exc_info=True,
+                )
+            self._stop.wait(self.settings.reaper_interval_s)
