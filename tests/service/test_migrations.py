@@ -23,7 +23,10 @@ TABLES = {
     "job_events",
     "artifacts",
     "idempotency_keys",
+    "datasets",
+    "dataset_idempotency_keys",
 }
+TABLES_0001 = TABLES - {"datasets", "dataset_idempotency_keys"}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -62,3 +65,23 @@ def test_head_schema_matches_the_models(empty_database, tmp_path):
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_0002_upgrades_from_0001_and_downgrades_back(empty_database, tmp_path):
+    settings = settings_for(tmp_path, database_url=empty_database)
+    upgrade(settings, "0001")
+    assert tables(empty_database) == TABLES_0001
+    upgrade(settings)
+    assert tables(empty_database) == TABLES
+    assert "condition" in columns(empty_database, "jobs")
+    downgrade(settings, "0001")
+    assert tables(empty_database) == TABLES_0001
+    assert "condition" not in columns(empty_database, "jobs")
+
+
+def columns(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()

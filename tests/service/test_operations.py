@@ -71,12 +71,22 @@ def test_unknown_routes_and_methods_are_problem_json(client):
         assert response.json()["status"] == response.status_code
 
 
+JOB_BODIES = {
+    "pretrain": "JobSpec",
+    "train": "JobSpec",
+    "evaluate": "EvaluateSpec",
+    "experiment": "ExperimentSpec",
+}
+
+
 def test_openapi_documents_the_job_spec_and_problem_responses(client):
     schema = client.get("/openapi.json").json()
     post = schema["paths"]["/v1/jobs"]["post"]
     body = post["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/JobSpec"}
-    assert "TrainSpec" in schema["components"]["schemas"]
+    refs = {kind: f"#/components/schemas/{name}" for kind, name in JOB_BODIES.items()}
+    assert body["discriminator"] == {"propertyName": "kind", "mapping": refs}
+    assert {item["$ref"] for item in body["oneOf"]} == set(refs.values())
+    assert {"TrainSpec", "EvaluateSpec", "ExperimentSpec"} <= set(schema["components"]["schemas"])
     assert "application/problem+json" in post["responses"]["422"]["content"]
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
 

@@ -1,0 +1,115 @@
+"""Experiment wall time with 1 vs W workers: one ``experiment`` job (3 conditions × S seeds
+of a digits MLP) on a real deployment on loopback, measured from submit to the aggregated
+report, once per worker count.
+
+    python benchmarks/experiment_workers.py --seeds 3 --workers 1 2
+
+starts its own stack (a fresh Postgres database, Redis database 11, local storage in a
+temporary folder, the API and the workers) and tears it down after. Each worker runs one job
+at a time with one OpenMP thread, so W workers use W cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from sqlalchemy import select  # noqa: E402
+
+from noisefa.service.models import Job  # noqa: E402
+from tests.support.stack import Stack  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+def experiment(seeds: int, epochs: int) -> dict[str, Any]:
+    """BP vs FA vs FA after 60k noise samples, 64-100-10 MLP on digits, ``epochs`` epochs."""
+    return {
+        "kind": "experiment",
+        "base": {
+            "kind": "train",
+            "model": {"hidden": [100], "rule": "fa"},
+            "train": {"dataset": "digits", "epochs": epochs, "batch_size": 64},
+            "device": "cpu",
+            "checkpoint_every": epochs,
+            "metrics": {"probe_size": 64, "readout_size": 256},
+        },
+        "conditions": {
+            "bp": {"model": {"rule": "bp"}},
+            "fa": {},
+            "fa+noise": {"pretrain": {"epochs": 1, "samples_per_epoch": 60_000}},
+        },
+        "seeds": list(range(seeds)),
+    }
+
+
+def run_once(stack: Stack, workers: int, body: dict[str, Any]) -> tuple[float, float, float]:
+    """With ``workers``: seconds from submit to the experiment's end, the summed run time of
+    its runs (started → finished), and the seconds from the last run's end to the report."""
+    stack.use_workers(workers)
+    start = time.perf_counter()
+    job_id = stack.submit(body)
+    job = stack.wait_state(job_id, {"succeeded", "failed", "cancelled"}, 1800)
+    wall = time.perf_counter() - start
+    if job.state != "succeeded":
+        raise RuntimeError(f"experiment ended {job.state}: {job.error_message}")
+    with stack.sessions() as session:
+        runs = session.execute(
+            select(Job.started_at, Job.finished_at).where(Job.parent_id == job_id)
+        ).all()
+    busy = sum((end - begin).total_seconds() for begin, end in runs)
+    tail = (job.finished_at - max(end for _, end in runs)).total_seconds()
+    return wall, busy, tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args(argv)
+
+    import redis
+
+    from tests.support.db import postgres_database
+    from tests.support.stack import make_stack
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    body = experiment(args.seeds, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="noisefa-bench-") as folder:
+        root = Path(folder)
+        (root / "data").mkdir()
+        with postgres_database("noisefa_bench_experiment") as database_url:
+            settings = {
+                "home": str(root / "home"),
+                "database_url": database_url,
+                "broker_url": REDIS_URL,
+                "storage_url": (root / "objects").as_uri(),
+                "work_dir": str(root / "work"),
+                "data_dir": str(root / "data"),
+                "heartbeat_interval_s": "1",
+            }
+            stack, cleanup = make_stack(root, settings)
+            stack.env["OMP_NUM_THREADS"] = "1"
+            try:
+                runs = len(body["conditions"]) * len(body["seeds"])
+                for workers in args.workers:
+                    wall, busy, tail = run_once(stack, workers, body)
+                    print(
+                        f"{runs} runs, {workers} worker(s): {wall:.1f} s wall "
+                        f"(runs busy {busy:.1f} s in all, report {tail:.1f} s after the last)",
+                        flush=True,
+                    )
+            finally:
+                cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Run an ``evaluate`` job: a finished job's final checkpoint against datasets and shifts.
+
+The checkpoint is downloaded like a train job's ``init_from``; the engine writes
+``result.json`` (``evaluations``: one ``{dataset, shift, severity, accuracy}`` per cell) and
+the accuracy-vs-severity plot, which is uploaded here (``result.json`` is uploaded with every
+job's outputs). Errors propagate to the caller, which maps them to failure reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from noisefa.engine.errors import InvalidSpecError
+from noisefa.engine.evaluate import PLOT_NAME, evaluate_checkpoint
+from noisefa.engine.kinds import EvaluateSpec
+from noisefa.service.repositories import execution as repo
+from noisefa.service.repositories import jobs as job_repo
+from noisefa.service.settings import Settings
+from noisefa.service.storage import Storage
+
+from .artifacts import upload_artifact
+from .uploads import fetch_uploads
+
+
+def run_evaluation(
+    attempt: repo.Attempt,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    storage: Storage,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Evaluate and upload the plot; ``finish``'s keyword arguments for a success."""
+    spec = EvaluateSpec.model_validate(attempt.spec)
+    with sessions() as session:
+        init = repo.init_checkpoint_artifact(session, attempt.project_id, spec.init_from)
+        source = job_repo.get_job(session, attempt.project_id, spec.init_from)
+        trained_on = ((source.spec if source else {}).get("train") or {}).get("dataset")
+    if init is None:
+        raise InvalidSpecError(
+            f"init_from: job {spec.init_from} has no final checkpoint to evaluate"
+        )
+    checkpoint = out_dir / "init" / init.name.rsplit("/", 1)[-1]
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    storage.get_file(init.storage_key, checkpoint)
+    names = spec.datasets or ([trained_on] if trained_on else [])
+    dataset_files = fetch_uploads(names, attempt.project_id, settings, sessions, storage)
+    result = evaluate_checkpoint(
+        spec, checkpoint, out_dir, data_dir=settings.data_dir, dataset_files=dataset_files
+    )
+    # The worker's scratch path means nothing to a client: name the job and artifact instead.
+    result["checkpoint"] = {"job_id": spec.init_from, "artifact": init.name}
+    result["artifacts"] = ["result.json", PLOT_NAME]
+    tmp = out_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out_dir / "result.json")
+    upload_artifact(attempt, sessions, storage, out_dir / PLOT_NAME, PLOT_NAME)
+    return {"state": "succeeded", "result": result}

@@ -1,0 +1,187 @@
+"""Experiment jobs on the worker: fan out the runs, then aggregate them once all have ended.
+
+1. ``noisefa.run_job`` on the experiment (:func:`fan_out_experiment`): expand conditions ×
+   seeds into child jobs in one transaction, send "run job X" for each, and return. The
+   experiment stays ``running`` without holding a worker slot.
+2. Every ``noisefa.run_job`` task then asks, once its job has ended, whether that was the
+   last live run of an experiment (:func:`aggregate_if_due`) and if so sends
+   ``noisefa.finish_experiment``; the reaper sends it too when such a message was lost.
+3. :func:`finish_experiment` claims the experiment in the database (only when every child
+   is terminal), aggregates the runs' metric histories into ``report.json``, ``report.md``
+   and plots, uploads them, and ends the experiment ``succeeded`` (``failed`` only when no
+   run succeeded; ``cancelled`` when its cancel was asked).
+
+Messages are suggestions; the database decides. Duplicates are harmless: a second fan-out
+finds the children, a second finish finds the experiment ended or fences the first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from noisefa.engine.experiment import PLOTS, REPORT_JSON, REPORT_MD, aggregate_experiment
+from noisefa.engine.kinds import ExperimentSpec, expand_experiment
+from noisefa.service.broker import enqueue_finish_experiment, enqueue_job, make_celery
+from noisefa.service.db import engine_from_settings, make_sessionmaker
+from noisefa.service.models import Job
+from noisefa.service.repositories import execution as repo
+from noisefa.service.repositories import experiments as experiment_repo
+from noisefa.service.repositories.jobs import queue_for
+from noisefa.service.settings import Settings
+from noisefa.service.storage import storage_from_settings
+
+from .artifacts import upload_artifact
+
+log = logging.getLogger(__name__)
+
+REPORT_FILES = (REPORT_JSON, REPORT_MD, *PLOTS.values())
+
+
+def fan_out_experiment(
+    attempt: repo.Attempt, settings: Settings, sessions: sessionmaker[Session]
+) -> str | None:
+    """Create and send the experiment's runs; the terminal state if it ended here, else None."""
+    try:
+        spec = ExperimentSpec.model_validate(attempt.spec, context={"limits": settings.limits})
+        runs = expand_experiment(spec, settings.limits)
+    except ValidationError as exc:
+        with sessions() as session:
+            repo.finish(
+                session,
+                attempt,
+                "failed",
+                error_reason="invalid_spec",
+                error_message=f"the stored spec is no longer valid: {exc}",
+            )
+        return "failed"
+    with sessions() as session:
+        queued = experiment_repo.create_children(session, attempt, runs, settings.max_attempts)
+    if queued is None:
+        with sessions() as session:
+            if experiment_repo.cancel_requested(session, attempt.job_id) and repo.finish(
+                session, attempt, "cancelled"
+            ):
+                log.info("experiment %s: cancelled before its runs were created", attempt.job_id)
+                return "cancelled"
+        log.warning("experiment %s: lost its lease during fan-out", attempt.job_id)
+        return None
+    log.info("experiment %s: %d runs to send", attempt.job_id, len(queued))
+    _send(settings, lambda celery: [enqueue_job(celery, *run) for run in queued])
+    if not queued:  # a retried fan-out whose runs have all ended already
+        _send(settings, lambda c: enqueue_finish_experiment(c, attempt.job_id, queue_for(spec)))
+    return None
+
+
+def aggregate_if_due(job_id: str, settings: Settings) -> None:
+    """After job ``job_id`` ended: send "aggregate" if it was its experiment's last live run."""
+    engine = engine_from_settings(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            due = experiment_repo.due_parent(session, job_id)
+    finally:
+        engine.dispose()
+    if due is not None:
+        log.info("experiment %s: last run ended; aggregating", due[0])
+        _send(settings, lambda celery: enqueue_finish_experiment(celery, *due))
+
+
+def finish_experiment(parent_id: str, settings: Settings) -> str | None:
+    """Aggregate and end experiment ``parent_id`` if it is due; the state written, else None."""
+    engine = engine_from_settings(settings)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session:
+            attempt = experiment_repo.claim_finish(session, parent_id)
+        if attempt is None:
+            log.info("experiment %s: not due for aggregation", parent_id)
+            return None
+        with sessions() as session:
+            if experiment_repo.cancel_requested(session, parent_id):
+                return "cancelled" if repo.finish(session, attempt, "cancelled") else None
+        try:
+            outcome = _aggregate(attempt, settings, sessions)
+        except Exception as exc:
+            log.exception("experiment %s: aggregation failed", parent_id)
+            outcome = {
+                "state": "failed",
+                "error_reason": "internal",
+                "error_message": f"aggregating the runs failed ({type(exc).__name__})",
+            }
+        with sessions() as session:
+            if not repo.finish(session, attempt, **outcome):
+                log.warning("experiment %s: another aggregation took over", parent_id)
+                return None
+        log.info("experiment %s ended %s", parent_id, outcome["state"])
+        return outcome["state"]
+    finally:
+        engine.dispose()
+
+
+def _aggregate(
+    attempt: repo.Attempt, settings: Settings, sessions: sessionmaker[Session]
+) -> dict[str, Any]:
+    """Report, plots and result of a claimed experiment; ``finish``'s keyword arguments."""
+    spec = ExperimentSpec.model_validate(attempt.spec, context={"limits": settings.limits})
+    with sessions() as session:
+        runs = experiment_repo.children(session, attempt.job_id)
+        points = experiment_repo.histories(session, [run.id for run in runs])
+        session.expunge_all()
+    cells = {(run.condition, run.spec["model"]["seed"]): run for run in runs}
+    children = {
+        condition: [_child(cells.get((condition, seed)), points) for seed in spec.seeds]
+        for condition in spec.conditions
+    }
+    out_dir = settings.resolved_work_dir / attempt.job_id / f"aggregate-{attempt.lease_token}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        aggregate_experiment(spec, children, out_dir)
+        storage = storage_from_settings(settings)
+        for name in REPORT_FILES:
+            if not upload_artifact(attempt, sessions, storage, out_dir / name, name):
+                raise RuntimeError("lost the experiment's lease while uploading its report")
+        result = json.loads((out_dir / REPORT_JSON).read_text())
+    finally:
+        shutil.rmtree(out_dir.parent, ignore_errors=True)
+    result["runs"] = {
+        condition: [run.id for seed in spec.seeds if (run := cells.get((condition, seed)))]
+        for condition in spec.conditions
+    }
+    result["artifacts"] = list(REPORT_FILES)
+    if any(run.state == "succeeded" for run in runs):
+        return {"state": "succeeded", "result": result}
+    first = next((run for run in runs if run.error_reason), None)
+    return {
+        "state": "failed",
+        "result": result,
+        "error_reason": first.error_reason if first else "internal",
+        "error_message": "no run of the experiment succeeded"
+        + (f"; first error: {first.error_message}" if first else ""),
+    }
+
+
+def _child(run: Job | None, points: dict[str, list[dict]]) -> dict[str, Any]:
+    """One cell as :func:`aggregate_experiment` takes it."""
+    if run is None:
+        return {"state": "missing", "history": [], "error": None}
+    error = None
+    if run.state != "succeeded":
+        error = {"reason": run.error_reason or run.state, "message": run.error_message}
+    return {"state": run.state, "history": points.get(run.id, []), "error": error}
+
+
+def _send(settings: Settings, send: Callable[[Any], Any]) -> None:
+    """Send messages with a short-lived client; a failure is logged (the reaper re-sends)."""
+    celery = make_celery(settings)
+    try:
+        send(celery)
+    except Exception:
+        log.warning("could not send to the broker; the reaper will re-send", exc_info=True)
+    finally:
+        celery.close()

@@ -1,0 +1,60 @@
+"""Uploaded datasets on the worker: ``upload:<id>`` names resolved to local ``.npz`` files.
+
+Each upload is downloaded once into ``<work_dir>/datasets/<id>.npz`` (written to a temporary
+name, then renamed, so a concurrent job on the same host never reads half a file) and reused
+by every later job on this host; uploads never change once stored.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from noisefa.engine.errors import DatasetUnavailableError
+from noisefa.service.repositories import datasets as dataset_repo
+from noisefa.service.settings import Settings
+from noisefa.service.storage import Storage
+
+
+def fetch_uploads(
+    names: Iterable[str],
+    project_id: str,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    storage: Storage,
+) -> dict[str, Path]:
+    """``{upload name: local .npz}`` for every ``upload:<id>`` in ``names``.
+
+    Raises ``DatasetUnavailableError`` for an upload the project does not have (deleted
+    since the job was submitted).
+    """
+    found: dict[str, Path] = {}
+    for name in dict.fromkeys(names):
+        if not name.startswith(dataset_repo.UPLOAD_PREFIX):
+            continue
+        dataset_id = name[len(dataset_repo.UPLOAD_PREFIX) :]
+        with sessions() as session:
+            row = dataset_repo.get_upload(session, project_id, dataset_id)
+            key = row.storage_key if row is not None else None
+        if key is None:
+            raise DatasetUnavailableError(f"dataset {name!r}: no such upload in this project")
+        found[name] = _cached(storage, key, settings.resolved_work_dir / "datasets", dataset_id)
+    return found
+
+
+def _cached(storage: Storage, key: str, folder: Path, dataset_id: str) -> Path:
+    path = folder / f"{dataset_id}.npz"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{dataset_id}.{uuid.uuid4().hex}.part"
+    try:
+        storage.get_file(key, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
