@@ -15,15 +15,30 @@ from typing import Any
 from fastapi import FastAPI
 
 from noisefa import __version__
+from noisefa.engine.kinds import EvaluateSpec, ExperimentSpec
 from noisefa.engine.spec import JobSpec
 
-from .api import health, jobs
+from .api import datasets, health, jobs, presets
+from .api.jobs import InFlightKeys
 from .broker import make_celery
 from .db import engine_from_settings, make_sessionmaker
+from .guards import NulGuardMiddleware
 from .observability import BodyLimitMiddleware, LatencyMiddleware, Observability
 from .problems import PROBLEM_MEDIA_TYPE, install_handlers
+from .reaper import Reaper
 from .settings import Settings, get_settings
 from .storage import storage_from_settings
+
+# The body of ``POST /v1/jobs`` per ``kind`` (validated by ``parse_job``).
+JOB_BODIES = {
+    "pretrain": JobSpec,
+    "train": JobSpec,
+    "evaluate": EvaluateSpec,
+    "experiment": ExperimentSpec,
+}
+# Multipart framing around an uploaded file (boundaries, part headers): allowed on top of
+# ``max_upload_bytes`` by the body limit; the upload route then counts the file itself.
+UPLOAD_FRAMING_BYTES = 64 * 1024
 
 DESCRIPTION = """\
 Feedback alignment with random-noise pretraining, as a training service.
@@ -41,9 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = engine_from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = None
+        if settings.reaper_enabled:
+            reaper = Reaper(app.state.sessionmaker, app.state.celery, settings)
+            reaper.start()
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+            engine.dispose()
 
     app = FastAPI(title="noisefa", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
@@ -52,12 +75,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.storage = storage_from_settings(settings)
     app.state.observability = Observability(app.state.sessionmaker)
+    app.state.in_flight_keys = InFlightKeys()
 
     install_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
+    app.include_router(presets.router)
     # Last added runs first: latency wraps everything, including refused bodies.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NulGuardMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # An upload's multipart framing adds a little to the file; the route counts the file.
+        large_bodies={
+            datasets.router.prefix: (
+                settings.max_upload_bytes + UPLOAD_FRAMING_BYTES,
+                "max_upload_bytes",
+            )
+        },
+    )
     app.add_middleware(LatencyMiddleware, observability=app.state.observability)
     _document_job_spec(app)
     return app
@@ -75,7 +112,8 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
 
 
 def _document_job_spec(app: FastAPI) -> None:
-    """Add the engine's ``JobSpec`` (the body of ``POST /v1/jobs``) to the OpenAPI components.
+    """Add the engine's job bodies (``JobSpec``, ``EvaluateSpec``, ``ExperimentSpec``: the
+    body of ``POST /v1/jobs``, by ``kind``) to the OpenAPI components.
 
     The route reads the body as raw JSON so it can validate it against the deployment's
     limits; this puts the real schema back into the document.
@@ -86,12 +124,23 @@ def _document_job_spec(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = default_openapi()
-        spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(spec_schema.pop("$defs", {}))
-        components["JobSpec"] = spec_schema
+        models = list(dict.fromkeys(JOB_BODIES.values()))
+        for model in models:
+            spec_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(spec_schema.pop("$defs", {}))
+            components[model.__name__] = spec_schema
         body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
-        body["schema"] = {"$ref": "#/components/schemas/JobSpec"}
+        body["schema"] = {
+            "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models],
+            "discriminator": {
+                "propertyName": "kind",
+                "mapping": {
+                    kind: f"#/components/schemas/{model.__name__}"
+                    for kind, model in JOB_BODIES.items()
+                },
+            },
+        }
         _problems_as_problem_json(schema)
         app.openapi_schema = schema
         return schema

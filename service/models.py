@@ -87,11 +87,14 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_project_created", "project_id", "created_at", "id"),
         Index("ix_jobs_state_heartbeat", "state", "heartbeat_at"),
+        Index("ix_jobs_parent", "parent_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The experiment cell of a child job (its seed is in its spec); null for other jobs.
+    condition: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(20), default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -165,4 +168,40 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    """An uploaded ``.npz`` dataset of a project, usable by jobs as ``upload:<id>``.
+
+    Shape and class count are read once at upload (after validation), so listing never
+    opens the file.
+    """
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_project_created", "project_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    input_shape: Mapped[list[int]] = mapped_column(JSONType)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    train_size: Mapped[int] = mapped_column(Integer)
+    test_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetIdempotencyKey(Base):
+    """``Idempotency-Key`` of a dataset upload: the same key and file answer the first upload."""
+
+    __tablename__ = "dataset_idempotency_keys"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

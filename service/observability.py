@@ -103,27 +103,44 @@ class LatencyMiddleware:
 
 
 class BodyTooLarge(StarletteHTTPException):
-    """A request body over ``max_body_bytes`` (answered 413 by the problem handlers)."""
+    """A request body over its limit (answered 413 by the problem handlers)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body over max_body_bytes ({limit} bytes)")
+    def __init__(self, limit: int, setting: str = "max_body_bytes") -> None:
+        super().__init__(413, f"request body over {setting} ({limit} bytes)")
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over the limit: by ``Content-Length`` up front, else while reading."""
+    """Refuses bodies over the limit: by ``Content-Length`` up front, else while reading.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``large_bodies`` maps path prefixes that take files (dataset uploads) to their own
+    ``(bytes, setting name)`` limit.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        large_bodies: dict[str, tuple[int, str]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.large_bodies = large_bodies or {}
+
+    def _limit(self, path: str) -> tuple[int, str]:
+        for prefix, limit in self.large_bodies.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes, "max_body_bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self._limit(scope["path"])
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(scope, send)
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            await self._refuse(scope, send, max_bytes, setting)
             return
         seen = 0
 
@@ -132,19 +149,19 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > max_bytes:
+                    raise BodyTooLarge(max_bytes, setting)
             return message
 
         await self.app(scope, counted_receive, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, max_bytes: int, setting: str) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
                 "title": "Content Too Large",
                 "status": 413,
-                "detail": f"request body over max_body_bytes ({self.max_bytes} bytes)",
+                "detail": f"request body over {setting} ({max_bytes} bytes)",
                 "instance": scope["path"],
             }
         ).encode()

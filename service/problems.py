@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,17 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
         return validation_problem(request, spec_validation_error(exc))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold or compare (the routes validate first; this is
+        # the backstop, so a client's bad value is never a 500).
+        logger.warning(
+            "database refused a value on %s %s: %s", request.method, request.url.path, exc.orig
+        )
+        return problem_response(
+            request, 400, "a value in the request cannot be stored or compared", slug="bad-value"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

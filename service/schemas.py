@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import Artifact, Job, JobMetric
+from .models import Artifact, Dataset, Job, JobMetric
 
 JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-JobKind = Literal["pretrain", "train"]
+JobKind = Literal["pretrain", "train", "evaluate", "experiment"]
 FailureReason = Literal[
     "invalid_spec", "dataset_unavailable", "out_of_memory", "worker_lost", "internal"
 ]
@@ -50,6 +50,8 @@ class JobOut(BaseModel):
     kind: JobKind | str
     state: JobState
     spec: dict[str, Any] = Field(description="The submitted spec, normalised (a `JobSpec`).")
+    parent_id: str | None = Field(None, description="The experiment this job is a run of.")
+    condition: str | None = Field(None, description="Its experiment condition (children only).")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -70,6 +72,8 @@ class JobOut(BaseModel):
             kind=job.kind,
             state=job.state,
             spec=job.spec,
+            parent_id=job.parent_id,
+            condition=job.condition,
             created_at=as_utc(job.created_at),
             started_at=as_utc(job.started_at),
             finished_at=as_utc(job.finished_at),
@@ -139,3 +143,68 @@ class Health(BaseModel):
 
     status: Literal["ok"] = "ok"
     checks: dict[str, str] = Field(default_factory=dict, description="Check name → `ok`.")
+
+
+class BuiltinDatasetOut(BaseModel):
+    """A dataset of the engine's registry."""
+
+    kind: Literal["builtin"] = "builtin"
+    name: str = Field(description="Name to use as `train.dataset`.")
+    input_shape: list[int]
+    num_classes: int
+    available: bool = Field(description="Whether its files are in the data folder.")
+
+
+class UploadOut(BaseModel):
+    """An uploaded `.npz` dataset of the project."""
+
+    kind: Literal["upload"] = "upload"
+    id: str
+    name: str = Field(description="Name to use in a job: `upload:<id>`.")
+    filename: str = Field(description="The uploaded file's name.")
+    input_shape: list[int] = Field(description="Shape of one sample.")
+    num_classes: int
+    train_size: int
+    test_size: int
+    size: int = Field(description="Bytes of the stored `.npz`.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Dataset) -> UploadOut:
+        """The API view of an upload row."""
+        return cls(
+            id=row.id,
+            name=f"upload:{row.id}",
+            filename=row.name,
+            input_shape=list(row.input_shape),
+            num_classes=row.num_classes,
+            train_size=row.train_size,
+            test_size=row.test_size,
+            size=row.size,
+            created_at=as_utc(row.created_at),
+        )
+
+
+class DatasetList(BaseModel):
+    """The engine's built-in datasets, then the project's uploads (newest first)."""
+
+    items: list[BuiltinDatasetOut | UploadOut] = Field(
+        description="`kind` tells a built-in (`builtin`) from an upload (`upload`)."
+    )
+
+
+class PresetOut(BaseModel):
+    """A ready experiment: `body` can be sent to `POST /v1/jobs` as it is."""
+
+    name: str
+    description: str
+    body: dict[str, Any]
+    evaluate: dict[str, Any] | None = Field(
+        None, description="An `evaluate` body to run afterwards (set its `init_from`)."
+    )
+
+
+class PresetList(BaseModel):
+    """Every preset, by name."""
+
+    items: list[PresetOut]

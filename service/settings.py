@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often a job heartbeats.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="Heartbeat age that is stale.")
     reaper_interval_s: float = Field(10.0, gt=0, description="How often stale jobs are swept.")
+    reaper_enabled: bool = Field(
+        True, description="Run the reaper loop in the API process (one sweep at a time)."
+    )
+    requeue_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="A job queued this long without starting is sent to the broker again "
+        "(its message may have been lost, e.g. by a Redis restart); duplicates are harmless.",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts before a job fails worker_lost.")
     cancel_poll_s: float = Field(1.0, gt=0, description="How often a job checks for cancel.")
     idempotency_ttl_s: float = Field(86_400.0, gt=0, description="Idempotency-Key lifetime.")
@@ -49,6 +58,15 @@ class Settings(BaseSettings):
     max_epochs: int = Field(1000, ge=1, description="Most epochs in one phase.")
     max_samples_per_epoch: int = Field(10_000_000, ge=1, description="Most noise samples/epoch.")
     max_concurrent_jobs: int = Field(100, ge=1, description="Unfinished jobs per project.")
+    max_experiment_runs: int = Field(
+        64, ge=1, description="Most child runs (conditions × seeds) of one experiment."
+    )
+    experiment_sweep_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="An experiment whose children all ended this long ago without being "
+        "aggregated (its message was lost) is sent to aggregate again.",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -78,6 +96,7 @@ class Settings(BaseSettings):
             max_depth=self.max_depth,
             max_epochs=self.max_epochs,
             max_samples_per_epoch=self.max_samples_per_epoch,
+            max_experiment_runs=self.max_experiment_runs,
         )
 
     @property

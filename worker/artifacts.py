@@ -13,6 +13,8 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
     ".safetensors": "application/octet-stream",
+    ".png": "image/png",
+    ".md": "text/markdown; charset=utf-8",
 }
 
 

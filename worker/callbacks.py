@@ -27,6 +27,7 @@ from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
 
 from .artifacts import upload_artifact
+from .db_retry import retry_db_write
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class JobMonitor:
         self.attempt = attempt
         self.sessions = sessions
         self.heartbeat_interval_s = settings.heartbeat_interval_s
+        self.db_retry_s = settings.heartbeat_timeout_s
         self.cancel_poll_s = settings.cancel_poll_s
         self.cancel_seen = threading.Event()
         self._lease_lost = threading.Event()
@@ -168,16 +170,25 @@ class JobCallbacks(RunCallbacks):
         """Write the epoch's metrics now (a resumed epoch overwrites the same points)."""
         if self.monitor.lease_lost:
             return
-        with self.sessions() as session:
-            if not repo.record_epoch(session, self.attempt, phase, epoch, metrics):
-                self.monitor.lose_lease()
+
+        def write() -> bool:
+            with self.sessions() as session:
+                return repo.record_epoch(session, self.attempt, phase, epoch, metrics)
+
+        if not retry_db_write(write, self.monitor.db_retry_s, f"job {self.attempt.job_id}"):
+            self.monitor.lose_lease()
 
     def on_checkpoint(self, path: Path) -> None:
         """Upload the checkpoint as ``checkpoints/<file>``: the next attempt resumes from it."""
         if self.monitor.lease_lost:
             return
         name = path.relative_to(self.out_dir).as_posix()
-        if not upload_artifact(self.attempt, self.sessions, self.storage, path, name):
+        uploaded = retry_db_write(
+            lambda: upload_artifact(self.attempt, self.sessions, self.storage, path, name),
+            self.monitor.db_retry_s,
+            f"job {self.attempt.job_id}",
+        )
+        if not uploaded:
             self.monitor.lose_lease()
 
     def should_stop(self) -> bool:

@@ -24,11 +24,16 @@ from noisefa.engine.run import run_job
 from noisefa.engine.spec import parse_spec
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.repositories import execution as repo
+from noisefa.service.repositories.datasets import referenced_datasets
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage, storage_from_settings
 
 from .artifacts import upload_artifact
 from .callbacks import JobCallbacks, JobMonitor
+from .db_retry import retry_db_write
+from .evaluation import run_evaluation
+from .experiments import fan_out_experiment
+from .uploads import fetch_uploads
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,8 @@ def execute_job(job_id: str, settings: Settings) -> str | None:
             log.info("job %s is not queued; nothing to run", job_id)
             return None
         log.info("job %s: attempt %d started", job_id, attempt.attempt)
+        if attempt.kind == "experiment":  # creates its runs and returns; no engine here
+            return fan_out_experiment(attempt, settings, sessions)
         return _run_attempt(attempt, settings, sessions)
     finally:
         engine.dispose()
@@ -74,15 +81,24 @@ def _run_attempt(
         if monitor.lease_lost:
             log.warning("job %s: attempt %d lost its lease; stopping", *_ids(attempt))
             return None
+        retry_s = settings.heartbeat_timeout_s
         try:
-            _upload_outputs(attempt, sessions, storage, out_dir, outcome["state"])
+            retry_db_write(
+                lambda: _upload_outputs(attempt, sessions, storage, out_dir, outcome["state"]),
+                retry_s,
+                f"job {attempt.job_id}",
+            )
         except Exception as exc:
             log.exception("job %s: storing its outputs failed", attempt.job_id)
             outcome = _failed(
                 "internal", f"the worker could not store the job's outputs ({type(exc).__name__})"
             )
-        with sessions() as session:
-            written = repo.finish(session, attempt, **outcome)
+
+        def finish() -> bool:
+            with sessions() as session:
+                return repo.finish(session, attempt, **outcome)
+
+        written = retry_db_write(finish, retry_s, f"job {attempt.job_id}")
         if not written:
             log.warning("job %s: attempt %d could not record its end", *_ids(attempt))
             return None
@@ -104,6 +120,8 @@ def _run_engine(
 ) -> dict[str, Any]:
     """Run the engine; return ``finish``'s keyword arguments (state, result or error)."""
     try:
+        if attempt.kind == "evaluate":
+            return run_evaluation(attempt, settings, sessions, storage, out_dir)
         spec = parse_spec(attempt.spec, settings.limits)
         with sessions() as session:
             resume = repo.latest_checkpoint_artifact(session, attempt.job_id)
@@ -125,12 +143,14 @@ def _run_engine(
                 )
             init_checkpoint = out_dir / "init" / _basename(init.name)
             _download(storage, init.storage_key, init_checkpoint)
+        names = [name for _, name in referenced_datasets(spec)]
         result = run_job(
             spec,
             out_dir,
             callbacks=callbacks,
             data_dir=settings.data_dir,
             init_checkpoint=init_checkpoint,
+            dataset_files=fetch_uploads(names, attempt.project_id, settings, sessions, storage),
         )
         return {"state": "succeeded", "result": result}
     except RunStopped:

@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
+from celery import Celery
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from noisefa.engine.spec import JobSpec, parse_spec
+from noisefa.engine.kinds import parse_job
 
-from ..broker import enqueue_job
+from ..broker import enqueue_finish_experiment, enqueue_job
 from ..models import Job, Project
 from ..pagination import BadPageToken
 from ..problems import FieldError, Problem, ProblemError
 from ..repositories import artifacts as artifact_repo
+from ..repositories import datasets as dataset_repo
+from ..repositories import experiments as experiment_repo
 from ..repositories import jobs as job_repo
 from ..repositories import metrics as metric_repo
 from ..schemas import (
@@ -37,6 +43,7 @@ from ..schemas import (
     MetricPage,
     MetricPoint,
 )
+from ..settings import Settings
 from ..sse import stream_job_events
 from ..storage import UnsafeNameError, check_name
 from .deps import CeleryDep, CurrentProject, ProjectJob, SessionDep, SettingsDep, StorageDep
@@ -64,7 +71,8 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         max_length=255,
         description="Same key and spec (after normalisation) → the first job again; "
-        "same key, other spec → 422. Keys expire after `idempotency_ttl_s`.",
+        "same key, other spec → 422; same key while its first request is still in flight "
+        "→ 409. Keys expire after `idempotency_ttl_s`.",
     ),
 ]
 
@@ -104,9 +112,9 @@ def _replay(
     return job_repo.get_job(session, project.id, record.job_id)
 
 
-def _check_init_from(session: Session, project: Project, spec: JobSpec) -> None:
-    """``init_from`` must name a succeeded job of the same project."""
-    if spec.init_from is None:
+def _check_init_from(session: Session, project: Project, spec: job_repo.AnySpec) -> None:
+    """``init_from`` (of a train or evaluate job) must name a succeeded job of the project."""
+    if getattr(spec, "init_from", None) is None:
         return
     source = job_repo.get_job(session, project.id, spec.init_from)
     if source is None:
@@ -122,6 +130,22 @@ def _check_init_from(session: Session, project: Project, spec: JobSpec) -> None:
         )
 
 
+def _check_uploads(session: Session, project: Project, spec: job_repo.AnySpec) -> None:
+    """Every ``upload:<id>`` the job reads must be an upload of the project (404 naming it)."""
+    refs = dataset_repo.referenced_datasets(spec)
+    missing = dataset_repo.missing_uploads(session, project.id, refs)
+    if missing:
+        raise ProblemError(
+            404,
+            "; ".join(f"{field}: upload {name!r} not found" for field, name in missing),
+            slug="dataset-not-found",
+            errors=[
+                FieldError(field=field, message=f"upload {name!r} not found in this project")
+                for field, name in missing
+            ],
+        )
+
+
 @router.post(
     "",
     status_code=202,
@@ -129,8 +153,14 @@ def _check_init_from(session: Session, project: Project, spec: JobSpec) -> None:
     response_description="The job was stored and queued; `Location` names it.",
     responses={
         **AUTH_PROBLEMS,
-        404: _problem("`init_from` names no job of this project."),
-        409: _problem("`init_from` names a job that has not succeeded."),
+        404: _problem(
+            "`init_from` names no job of this project, or a dataset `upload:<id>` names no "
+            "upload of it; `errors` names the field."
+        ),
+        409: _problem(
+            "`init_from` names a job that has not succeeded, or a request with the same "
+            "`Idempotency-Key` is still in flight."
+        ),
         413: _problem("Request body over the size limit."),
         422: _problem("Invalid spec or limit exceeded; `errors` names the fields."),
         429: _problem("Too many unfinished jobs in this project."),
@@ -138,6 +168,7 @@ def _check_init_from(session: Session, project: Project, spec: JobSpec) -> None:
 )
 def submit_job(
     body: Annotated[dict[str, Any], Body()],
+    request: Request,
     response: Response,
     session: SessionDep,
     project: CurrentProject,
@@ -145,13 +176,65 @@ def submit_job(
     celery: CeleryDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
-    """Validate the spec against the deployment's limits, store the job, then enqueue it."""
-    spec = parse_spec(body, settings.limits)  # ValidationError → 422 problem
-    request_hash = hashlib.sha256(spec.canonical_json().encode()).hexdigest()
-    if idempotency_key:
-        first = _replay(session, project, idempotency_key, request_hash, settings.idempotency_ttl_s)
-        if first is not None:
-            return _accepted(response, first)
+    """Validate the spec against the deployment's limits, store the job, then enqueue it.
+
+    `kind` picks the body: `pretrain` / `train` (a `JobSpec`), `evaluate` (an
+    `EvaluateSpec`: a succeeded job's checkpoint under shifts) or `experiment` (an
+    `ExperimentSpec`: conditions × seeds, run as child jobs listed with `?parent_id=`)."""
+    _refuse_nul(body)
+    spec = parse_job(body, settings.limits)  # ValidationError → 422 problem
+    if not idempotency_key:
+        job = _create(session, project, spec, settings, None)
+    else:
+        request_hash = hashlib.sha256(spec.canonical_json().encode()).hexdigest()
+        with in_flight(request, project.id, idempotency_key) as claimed:
+            if not claimed or not job_repo.lock_idempotency_key(
+                session, project.id, idempotency_key
+            ):
+                raise _in_flight()
+            ttl_s = settings.idempotency_ttl_s
+            first = _replay(session, project, idempotency_key, request_hash, ttl_s)
+            if first is not None:
+                return _accepted(response, first)
+            try:
+                job = _create(session, project, spec, settings, (idempotency_key, request_hash))
+            except IntegrityError:
+                # Another API process committed the same key first (SQLite, several processes).
+                session.rollback()
+                first = _replay(session, project, idempotency_key, request_hash, None)
+                if first is None:
+                    raise
+                return _accepted(response, first)
+    try:
+        enqueue_job(celery, job.id, job.queue)
+    except Exception:
+        logger.exception("job %s stored but not enqueued; the reaper will re-queue it", job.id)
+    return _accepted(response, job)
+
+
+def _refuse_nul(value: Any, field: str = "") -> None:
+    """422 naming the first string (key or value) holding a NUL: the database cannot store it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise invalid_field(field or "body", "NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else str(key)
+            _refuse_nul(key, path)
+            _refuse_nul(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{field}[{index}]")
+
+
+def _create(
+    session: Session,
+    project: Project,
+    spec: job_repo.AnySpec,
+    settings: Settings,
+    idempotency: tuple[str, str] | None,
+) -> Job:
+    """Check the project's quota and ``init_from``, then store the queued job. Commits."""
     unfinished = job_repo.count_unfinished(session, project.id)
     if unfinished >= settings.max_concurrent_jobs:
         raise ProblemError(
@@ -161,23 +244,52 @@ def submit_job(
             slug="too-many-jobs",
         )
     _check_init_from(session, project, spec)
-    idempotency = (idempotency_key, request_hash) if idempotency_key else None
+    _check_uploads(session, project, spec)
+    return job_repo.create_job(
+        session, project.id, spec, max_attempts=settings.max_attempts, idempotency=idempotency
+    )
+
+
+def _in_flight() -> ProblemError:
+    return ProblemError(
+        409,
+        "Idempotency-Key: a request with this key is still being processed; retry shortly "
+        "to get its answer",
+        slug="idempotency-key-in-flight",
+    )
+
+
+@contextmanager
+def in_flight(request: Request, project_id: str, key: str) -> Iterator[bool]:
+    """Claim ``key`` among this process's requests; yields False when another holds it."""
+    guard: InFlightKeys = request.app.state.in_flight_keys
+    claimed = guard.claim((project_id, key))
     try:
-        job = job_repo.create_job(
-            session, project.id, spec, max_attempts=settings.max_attempts, idempotency=idempotency
-        )
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key committed first.
-        session.rollback()
-        first = _replay(session, project, idempotency_key or "", request_hash, None)
-        if first is None:
-            raise
-        return _accepted(response, first)
-    try:
-        enqueue_job(celery, job.id, job.queue)
-    except Exception:
-        logger.exception("job %s stored but not enqueued; the reaper will re-queue it", job.id)
-    return _accepted(response, job)
+        yield claimed
+    finally:
+        if claimed:
+            guard.release((project_id, key))
+
+
+class InFlightKeys:
+    """Idempotency keys whose first request this process is still answering."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: set[tuple[str, str]] = set()
+
+    def claim(self, key: tuple[str, str]) -> bool:
+        """True when ``key`` was free (and is now held)."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        """Free ``key``."""
+        with self._lock:
+            self._keys.discard(key)
 
 
 @router.get("", summary="List jobs", responses=LIST_PROBLEMS)
@@ -187,6 +299,9 @@ def list_jobs(
     settings: SettingsDep,
     state: Annotated[JobState | None, Query(description="Only jobs in this state.")] = None,
     kind: Annotated[JobKind | None, Query(description="Only jobs of this kind.")] = None,
+    parent_id: Annotated[
+        str | None, Query(max_length=64, description="Only the runs of this experiment.")
+    ] = None,
     created_after: Annotated[datetime | None, Query(description="Created at or after.")] = None,
     created_before: Annotated[datetime | None, Query(description="Created before.")] = None,
     page_size: Annotated[int, Query(ge=1, description="Jobs per page (≤ max_page_size).")] = 50,
@@ -194,7 +309,7 @@ def list_jobs(
 ) -> JobPage:
     """The project's jobs, newest first, with cursor pagination."""
     _check_page_size(page_size, settings.max_page_size)
-    filters = job_repo.JobFilter(state, kind, created_after, created_before)
+    filters = job_repo.JobFilter(state, kind, created_after, created_before, parent_id)
     try:
         rows, token = job_repo.list_jobs(session, project.id, filters, page_size, page_token)
     except BadPageToken as error:
@@ -209,10 +324,28 @@ def get_job(job: ProjectJob) -> JobOut:
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job", responses=JOB_PROBLEMS)
-def cancel_job(job: ProjectJob, session: SessionDep) -> JobOut:
+def cancel_job(job: ProjectJob, session: SessionDep, celery: CeleryDep) -> JobOut:
     """Queued → `cancelled` now; running → `cancelling` until the worker stops between steps
-    (keeping its last checkpoint); finished jobs are unchanged. Safe to repeat."""
-    return JobOut.of(job_repo.cancel_job(session, job))
+    (keeping its last checkpoint); finished jobs are unchanged. Safe to repeat. An
+    experiment's unfinished runs are cancelled with it; it ends `cancelled` once they have."""
+    cancelled = job_repo.cancel_job(session, job)
+    if cancelled.kind == "experiment":
+        experiment_repo.cancel_children(session, cancelled.id)
+        session.refresh(cancelled)
+    elif cancelled.parent_id is not None:
+        _aggregate_if_due(session, celery, cancelled.id)
+    return JobOut.of(cancelled)
+
+
+def _aggregate_if_due(session: Session, celery: Celery, job_id: str) -> None:
+    """A run cancelled while queued may have been its experiment's last live one."""
+    due = experiment_repo.due_parent(session, job_id)
+    if due is None:
+        return
+    try:
+        enqueue_finish_experiment(celery, *due)
+    except Exception:
+        logger.warning("experiment %s: aggregate not sent; the reaper will", due[0], exc_info=True)
 
 
 @router.get(

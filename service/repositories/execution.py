@@ -9,13 +9,14 @@ heartbeat went stale) or finished elsewhere has its writes refused (they return 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..models import TERMINAL_STATES, Artifact, Job, JobMetric, utcnow
 from ..storage import check_name
@@ -265,13 +266,18 @@ def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
     Each is re-queued to resume from its last checkpoint as a new attempt (clearing the lease
     fences the old worker), or fails ``worker_lost`` once ``max_attempts`` are spent; a
     silent ``cancelling`` job ends ``cancelled``. Every move is a conditional UPDATE on the
-    row as read, so concurrent sweeps from several replicas move each job once.
+    row as read, so concurrent sweeps from several replicas move each job once. An experiment
+    whose runs exist is waiting on them, not on a worker, so it has no heartbeat to go stale
+    (:mod:`.experiments` sweeps those); one that died before creating them is reaped here.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=heartbeat_timeout_s)
+    child = aliased(Job)
     rows = session.execute(
         select(Job.id, Job.state, Job.lease_token, Job.attempt, Job.max_attempts, Job.queue).where(
-            Job.state.in_(LIVE_STATES), Job.heartbeat_at < cutoff
+            Job.state.in_(LIVE_STATES),
+            Job.heartbeat_at < cutoff,
+            ~exists().where(child.parent_id == Job.id),
         )
     ).all()
     reaped = []
@@ -309,8 +315,11 @@ def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
     return reaped
 
 
-def stale_queued_jobs(session: Session, older_than_s: float) -> list[tuple[str, str]]:
-    """``(job_id, queue)`` of jobs queued (or last re-sent) longer ago than ``older_than_s``.
+def stale_queued_jobs(
+    session: Session, older_than_s: float, queues: Collection[str] | None = None
+) -> list[tuple[str, str]]:
+    """``(job_id, queue)`` of jobs queued (or last re-sent) longer ago than ``older_than_s``,
+    on ``queues`` (default all).
 
     Their message may have been lost (the API commits before it enqueues); the caller sends
     them again. ``updated_at`` is bumped so each is re-sent at most once per interval, and a
@@ -318,9 +327,10 @@ def stale_queued_jobs(session: Session, older_than_s: float) -> list[tuple[str, 
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
-    rows = session.execute(
-        select(Job.id, Job.queue).where(Job.state == "queued", Job.updated_at < cutoff)
-    ).all()
+    query = select(Job.id, Job.queue).where(Job.state == "queued", Job.updated_at < cutoff)
+    if queues is not None:
+        query = query.where(Job.queue.in_(list(queues)))
+    rows = session.execute(query).all()
     sent = []
     for job_id, queue in rows:
         touched = session.execute(
@@ -333,3 +343,12 @@ def stale_queued_jobs(session: Session, older_than_s: float) -> list[tuple[str, 
             sent.append((job_id, queue))
     session.commit()
     return sent
+
+
+def queued_counts(session: Session) -> dict[str, int]:
+    """Jobs in state ``queued`` per broker queue."""
+    rows = session.execute(
+        select(Job.queue, func.count()).where(Job.state == "queued").group_by(Job.queue)
+    )
+    session.commit()
+    return {queue: count for queue, count in rows}

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from noisefa.engine.kinds import EvaluateSpec, ExperimentSpec
 from noisefa.engine.spec import JobSpec
 
 from ..models import TERMINAL_STATES, IdempotencyKey, Job, utcnow
 from ..pagination import BadPageToken, decode_token, encode_token
 from .events import add_event, state_event_data
 
+AnySpec = JobSpec | EvaluateSpec | ExperimentSpec
 
-def queue_for(spec: JobSpec) -> str:
-    """The broker queue of a job: ``gpu`` only when the spec asks for CUDA."""
-    return "gpu" if spec.device == "cuda" else "cpu"
+
+def queue_for(spec: AnySpec) -> str:
+    """The broker queue of a job: ``gpu`` only when the spec asks for CUDA (an experiment
+    fans out and aggregates where its children run)."""
+    device = spec.base.get("device") if isinstance(spec, ExperimentSpec) else spec.device
+    return "gpu" if device == "cuda" else "cpu"
 
 
 def create_job(
     session: Session,
     project_id: str,
-    spec: JobSpec,
+    spec: AnySpec,
     *,
     max_attempts: int,
     idempotency: tuple[str, str] | None = None,
@@ -63,21 +69,47 @@ def get_job(session: Session, project_id: str, job_id: str) -> Job | None:
 def find_idempotent(
     session: Session, project_id: str, key: str, ttl_s: float | None
 ) -> IdempotencyKey | None:
-    """The live record of ``key`` for the project; an expired one is deleted (and None).
+    """The live record of ``key`` for the project; None when unused or expired.
 
+    An expired record is deleted in the caller's transaction (committed with the new job).
     ``ttl_s=None`` ignores expiry (a record just committed by a concurrent request).
     """
     record = session.get(IdempotencyKey, (project_id, key))
     if record is None or ttl_s is None:
         return record
-    created = record.created_at
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=utcnow().tzinfo)
-    if created < utcnow() - timedelta(seconds=ttl_s):
+    if _aware(record.created_at) < utcnow() - timedelta(seconds=ttl_s):
         session.delete(record)
-        session.commit()
+        session.flush()
         return None
     return record
+
+
+def lock_idempotency_key(session: Session, project_id: str, key: str) -> bool:
+    """Postgres: take the key's transaction-scoped advisory lock; False while another request
+    holds it (a concurrent duplicate still in flight). SQLite: True (the API process guards
+    its own requests; the primary key still refuses a second record)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    digest = hashlib.sha256(f"idempotency:{project_id}:{key}".encode()).digest()
+    lock_key = int.from_bytes(digest[:8], "big", signed=True)
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": lock_key}))
+
+
+def delete_expired_idempotency_keys(session: Session, ttl_s: float) -> int:
+    """Delete records older than ``ttl_s``; how many went. Commits."""
+    cutoff = utcnow() - timedelta(seconds=ttl_s)
+    deleted = session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return deleted.rowcount or 0
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def count_unfinished(session: Session, project_id: str) -> int:
@@ -97,6 +129,7 @@ class JobFilter:
     kind: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    parent_id: str | None = None
 
 
 def _utc(value: datetime) -> datetime:
@@ -117,6 +150,8 @@ def list_jobs(
         query = query.where(Job.state == filters.state)
     if filters.kind is not None:
         query = query.where(Job.kind == filters.kind)
+    if filters.parent_id is not None:
+        query = query.where(Job.parent_id == filters.parent_id)
     if filters.created_after is not None:
         query = query.where(Job.created_at >= _utc(filters.created_after))
     if filters.created_before is not None:
