@@ -1,9 +1,10 @@
 """The worker's Celery app: the shared broker config plus worker-only policy.
 
 The API builds its own client from :func:`noisefa.service.broker.make_celery` and sends
-``noisefa.run_job`` by name; this module adds what only a worker needs: the task module,
-routing by queue, and one fresh child process per job (GPU memory is returned when the
-child exits, and CUDA is first touched inside that child, never in the parent).
+``noisefa.run_job`` by name; this module adds what only a worker needs: the task module and
+routing by queue. ``noisefa worker`` asks for one fresh child process per job on GPU queues
+(GPU memory is returned when the child exits; CUDA is first touched inside that child,
+never in the parent).
 
 Start it with ``noisefa worker`` or ``celery -A noisefa.worker.celery_app worker -Q cpu``.
 """
@@ -23,7 +24,6 @@ app.conf.update(
     # The API picks the queue per job (gpu when the spec asks for CUDA); this is the
     # default for senders that name none.
     task_routes={RUN_JOB_TASK: {"queue": "cpu"}},
-    worker_max_tasks_per_child=1,
     # Progress, metrics and state go to the database; Celery events would only add traffic.
     worker_send_task_events=False,
     # kombu's filesystem transport delivers broadcasts as files nobody deletes when a
@@ -36,9 +36,10 @@ app.conf.update(
 def preload_training_stack(**_: object) -> None:
     """Import, once in the parent, what the engine would import lazily in every job.
 
-    Each job runs in a fresh forked child, which inherits these modules; without this each
-    child spends seconds (~6 s on 2 CPUs) importing torch's compiler stack (pulled in by the
-    first optimizer) and scikit-learn (the digits set) before its first step. Imports only:
+    Jobs run in forked children (a fresh one per job on GPU queues), which inherit these
+    modules; without this each child spends seconds (~6 s on 2 CPUs) importing torch's
+    compiler stack (pulled in by the first optimizer) and scikit-learn (the digits set)
+    before its first step. Imports only:
     no tensor is made and CUDA is not touched, so forking stays safe.
     """
     import sklearn.datasets  # noqa: F401  (the bundled digits set)

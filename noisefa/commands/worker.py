@@ -1,8 +1,10 @@
 """``noisefa worker``: a Celery worker that runs jobs from the ``cpu`` and/or ``gpu`` queues.
 
-One worker process per GPU (``-Q gpu -c 1``); with the prefork pool each job runs in a
-fresh child process (``worker_max_tasks_per_child=1``), so GPU memory is returned between
-jobs and CUDA is never touched in the parent. The worker reads the same ``NOISEFA_*``
+One worker process per GPU (``-Q gpu -c 1``). With the prefork pool, a worker that consumes
+the ``gpu`` queue runs each job in a fresh child process (``--max-tasks-per-child 1``), so
+GPU memory is returned between jobs and CUDA is never touched in the parent; a CPU-only
+worker reuses its children, since a fresh child costs 0.5–5 s per job (measured in the
+load test: it bounded CPU throughput). The worker reads the same ``NOISEFA_*``
 settings as the API, so one environment configures both.
 """
 
@@ -52,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.concurrency)))
     from noisefa.worker.celery_app import app
 
+    fresh_child = ["--max-tasks-per-child", "1"] if "gpu" in queues else []
     app.worker_main(
         [
             "worker",
+            *fresh_child,
             "--queues",
             ",".join(queues),
             "--concurrency",
