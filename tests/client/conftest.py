@@ -1,0 +1,87 @@
+"""A running noisefa for the client tests, in both deployment modes.
+
+``embedded``: ``noisefa serve`` with only ``NOISEFA_HOME`` set (SQLite, local files, the
+serverless broker, one worker child). ``postgres``: the production shape — a fresh Postgres
+database, Redis DB 10, local object storage, ``noisefa serve --no-worker`` and one
+``noisefa worker`` subprocess.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from noisefa.commands.processes import stop_process
+from tests.e2e.helpers import start_server
+from tests.support import broker
+from tests.support.db import postgres_database
+from tests.support.stack import make_stack
+
+REDIS_URL = "redis://127.0.0.1:6379/10"
+
+
+@dataclass(frozen=True)
+class Service:
+    """Where a running service answers, and a key of one of its projects."""
+
+    url: str
+    api_key: str
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded":
+        server = start_server(root / "home", root / "serve.log")
+        try:
+            yield Service(server.url, (root / "home" / "api_key").read_text().strip())
+        finally:
+            stop_process(server.process, sig=signal.SIGINT)
+        return
+    broker.flush(REDIS_URL)
+    with postgres_database("noisefa_client") as db_url:
+        values = {
+            "home": str(root / "home"),
+            "database_url": db_url,
+            "broker_url": REDIS_URL,
+            "storage_url": (root / "objects").as_uri(),
+            "work_dir": str(root / "work"),
+            "cancel_poll_s": "0.2",
+        }
+        stack, cleanup = make_stack(root, values)
+        try:
+            stack.start_worker()
+            yield Service(stack.api_url, stack.api_key)
+        finally:
+            cleanup()
+
+
+def tiny_spec(samples: int = 256) -> dict:
+    """A pretrain job that finishes in well under a second of compute."""
+    return {
+        "kind": "pretrain",
+        "model": {"hidden": [8]},
+        "pretrain": {"dataset": "digits", "epochs": 1, "samples_per_epoch": samples},
+    }
+
+
+def long_spec() -> dict:
+    """A job that runs for minutes unless cancelled."""
+    return tiny_spec(samples=5_000_000)
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path):
+    """Write a spec to a JSON file and return its path."""
+    import json
+
+    def write(spec: dict, name: str = "spec.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(spec))
+        return path
+
+    return write
