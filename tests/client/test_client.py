@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 from noisefa.client import ApiError, Client, ServiceUnavailable
@@ -184,3 +185,23 @@ def test_upload_dataset_refusal_carries_the_problem(client: Client, tmp_path) ->
         client.upload_dataset(path)
     assert err.value.status == 422
     assert err.value.problem["errors"]
+
+
+def test_upload_dataset_then_list_and_train_on_it(client: Client, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(
+        path,
+        x_train=rng.normal(size=(40, 64)).astype(np.float32),
+        y_train=np.arange(40) % 10,
+        x_test=rng.normal(size=(20, 64)).astype(np.float32),
+        y_test=np.arange(20) % 10,
+    )
+    record = client.upload_dataset(path, idempotency_key="client-upload")
+    assert record["input_shape"] == [64] and record["num_classes"] == 10
+    assert client.upload_dataset(path, idempotency_key="client-upload")["id"] == record["id"]
+    assert record["name"] in {item["name"] for item in client.datasets()}
+    spec = {"kind": "train", "model": {"hidden": [8]}, "train": {"dataset": record["name"]}}
+    spec["train"]["epochs"] = 1
+    job = client.wait(client.submit(spec)["id"], timeout=WAIT_S)
+    assert job["state"] == "succeeded", job["error"]
