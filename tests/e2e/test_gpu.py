@@ -4,6 +4,7 @@ its memory is returned). Skipped where no GPU is present, as in CI."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -27,9 +28,21 @@ SPEC = {
 
 
 def uses_cuda_driver(pid: int) -> bool:
-    """Whether the process has the CUDA driver library mapped (a context was made)."""
-    maps = Path(f"/proc/{pid}/maps")
-    return maps.exists() and "libcuda.so" in maps.read_text()
+    """Whether the process initialised the CUDA driver: it holds ``/dev/nvidia*`` open.
+
+    A mapped ``libcuda.so`` is not the signal: a CUDA build of torch maps it at import (seen
+    on the H200 machine), before and without any ``cuInit``.
+    """
+    fds = Path(f"/proc/{pid}/fd")
+    if not fds.exists():
+        return False
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:  # closed between listing and reading
+            continue
+    return any(target.startswith("/dev/nvidia") for target in targets)
 
 
 def test_cuda_job_runs_in_a_fresh_child_and_never_in_the_worker_parent(tmp_path: Path):

@@ -17,7 +17,9 @@ from tests.support.services import restart_postgres, restart_redis
 
 # Room for the jobs themselves, the reaper's timeout and a re-send of lost messages.
 DEADLINE_S = 180.0 + HEARTBEAT_TIMEOUT_S + REQUEUE_AFTER_S
-LONG = pretrain_spec(epochs=3, samples=4096, hidden=16, seed=1)
+# Long enough (~2 s an epoch on one thread here) that a restart after its first checkpoint
+# always lands while it still runs.
+LONG = pretrain_spec(epochs=6, samples=300_000, hidden=32, seed=1)
 SHORT = pretrain_spec(epochs=1, samples=256, seed=2)
 
 
