@@ -94,11 +94,17 @@ def start_attempt(session: Session, job_id: str) -> Attempt | None:
     if started.rowcount != 1:
         session.rollback()
         return None
+    attempt = claimed_attempt(session, job_id, token)
+    add_event(session, job_id, "state", state_event_data("running", attempt.attempt))
+    session.commit()
+    return attempt
+
+
+def claimed_attempt(session: Session, job_id: str, token: str) -> Attempt:
+    """The :class:`Attempt` of a job just claimed with lease ``token`` (read, not committed)."""
     row = session.execute(
         select(Job.project_id, Job.kind, Job.spec, Job.attempt).where(Job.id == job_id)
     ).one()
-    add_event(session, job_id, "state", state_event_data("running", row.attempt))
-    session.commit()
     return Attempt(
         job_id=job_id,
         project_id=row.project_id,

@@ -28,8 +28,8 @@ from noisefa.engine.spec import JobSpec
 
 from ..models import TERMINAL_STATES, Job, JobMetric, utcnow
 from .events import add_event, state_event_data
-from .execution import LIVE_STATES, Attempt
-from .jobs import queue_for
+from .execution import LIVE_STATES, Attempt, claimed_attempt
+from .jobs import new_job
 
 EXPERIMENT = "experiment"
 
@@ -75,18 +75,13 @@ def create_children(
     if not existing:
         for condition, specs in children.items():
             for spec in specs:
-                child = Job(
+                child = new_job(
+                    attempt.project_id,
+                    spec,
+                    max_attempts=max_attempts,
                     id=uuid.uuid4().hex,
-                    project_id=attempt.project_id,
                     parent_id=attempt.job_id,
                     condition=condition,
-                    kind=spec.kind,
-                    state="queued",
-                    spec=spec.model_dump(mode="json"),
-                    queue=queue_for(spec),
-                    max_attempts=max_attempts,
-                    attempt=0,
-                    cancel_requested=False,
                     created_at=now,
                     updated_at=now,
                 )
@@ -169,18 +164,9 @@ def claim_finish(session: Session, parent_id: str) -> Attempt | None:
     if claimed.rowcount != 1:
         session.rollback()
         return None
-    row = session.execute(
-        select(Job.project_id, Job.kind, Job.spec, Job.attempt).where(Job.id == parent_id)
-    ).one()
+    attempt = claimed_attempt(session, parent_id, token)
     session.commit()
-    return Attempt(
-        job_id=parent_id,
-        project_id=row.project_id,
-        kind=row.kind,
-        spec=row.spec,
-        attempt=row.attempt,
-        lease_token=token,
-    )
+    return attempt
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:

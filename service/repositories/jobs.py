@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -26,6 +27,21 @@ def queue_for(spec: AnySpec) -> str:
     return "gpu" if device == "cuda" else "cpu"
 
 
+def new_job(project_id: str, spec: AnySpec, *, max_attempts: int, **fields: Any) -> Job:
+    """A queued job row for ``spec`` (not yet added to a session); ``fields`` set the rest."""
+    return Job(
+        project_id=project_id,
+        kind=spec.kind,
+        state="queued",
+        spec=spec.model_dump(mode="json"),
+        queue=queue_for(spec),
+        max_attempts=max_attempts,
+        attempt=0,
+        cancel_requested=False,
+        **fields,
+    )
+
+
 def create_job(
     session: Session,
     project_id: str,
@@ -39,16 +55,7 @@ def create_job(
     ``idempotency`` is ``(key, request_hash)``; a concurrent duplicate makes the commit raise
     ``IntegrityError`` (the caller answers with the first job).
     """
-    job = Job(
-        project_id=project_id,
-        kind=spec.kind,
-        state="queued",
-        spec=spec.model_dump(mode="json"),
-        queue=queue_for(spec),
-        max_attempts=max_attempts,
-        attempt=0,
-        cancel_requested=False,
-    )
+    job = new_job(project_id, spec, max_attempts=max_attempts)
     session.add(job)
     session.flush()
     add_event(session, job.id, "state", state_event_data("queued", 0))

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 import requests
+import schemathesis
+from schemathesis.generation import GenerationMode
 
 from noisefa.engine.spec import parse_spec
 from noisefa.service.app import create_app
@@ -24,9 +26,6 @@ from noisefa.service.repositories.projects import project_for_key
 from tests.support import broker
 from tests.support.db import migrated, new_project_key, postgres_database, settings_for
 from tests.support.http import serve_in_thread
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.generation import GenerationMode  # noqa: E402
 
 FULL = os.environ.get("NOISEFA_FULL") == "1"
 CASES_PER_OPERATION_AND_MODE = 300 if FULL else 20

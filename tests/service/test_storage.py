@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+import moto.server as moto_server
 import pytest
 
 from noisefa.service.storage import (
@@ -15,8 +16,6 @@ from noisefa.service.storage import (
     check_writable,
     storage_from_url,
 )
-
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
