@@ -29,7 +29,7 @@ def start_server(home: Path, log: Path) -> Server:
     """``noisefa serve`` with only ``NOISEFA_HOME`` set (the embedded default), once it answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOISEFA_")}
     env["NOISEFA_HOME"] = str(home)
-    env.setdefault("OMP_NUM_THREADS", "1")  # see tests/worker/conftest.py: clean_env
+    env.setdefault("OMP_NUM_THREADS", "1")  # see tests/support/stack.py: stack_env
     port = free_port()
     with log.open("ab") as out:
         process = spawn_noisefa(
