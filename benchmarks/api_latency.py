@@ -2,7 +2,7 @@
 
     python benchmarks/api_latency.py --clients 50 --requests 40
 
-Starts its own production-shaped stack (a fresh Postgres database, Redis, local storage, the
+Starts its own production-shaped stack (a fresh Postgres database, Redis DB 8, local storage, the
 API as ``noisefa serve --no-worker``), stores one finished job, then has C concurrent
 clients (threads, one keep-alive connection each) each send R requests. The same run
 measures ``GET /healthz`` (no auth, no database: the floor of this server and client) the
@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import httpx  # noqa: E402
 
 from tests.support.stack import Stack  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def hammer(stack: Stack, path: str, clients: int, requests: int) -> tuple[list[float], float]:
@@ -64,33 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=40, help="Requests per client.")
     args = parser.parse_args(argv)
 
-    from tests.faults.conftest import flush_redis, stack_settings
-    from tests.support.db import postgres_database
-    from tests.support.stack import make_stack
+    from tests.support.stack import local_stack
 
-    with tempfile.TemporaryDirectory(prefix="noisefa-latency-") as tmp:
-        root = Path(tmp)
-        (root / "data").mkdir()
-        flush_redis()
-        with postgres_database("noisefa_latency") as database_url:
-            stack, cleanup = make_stack(root, stack_settings(root, database_url))
-            try:
-                stack.use_workers(1)
-                job_id = stack.submit(
-                    {
-                        "kind": "pretrain",
-                        "model": {"hidden": [8]},
-                        "pretrain": {"dataset": "digits", "samples_per_epoch": 256},
-                    }
-                )
-                stack.wait_state(job_id, {"succeeded"}, 120)
-                stack.use_workers(0)  # nothing else competes for the CPU while measuring
-                hammer(stack, "/healthz", 4, 10)  # warm up connections and code paths
-                base = hammer(stack, "/healthz", args.clients, args.requests)
-                job = hammer(stack, f"/v1/jobs/{job_id}", args.clients, args.requests)
-            finally:
-                cleanup()
-        flush_redis()
+    with (
+        tempfile.TemporaryDirectory(prefix="noisefa-latency-") as tmp,
+        local_stack(Path(tmp), name="noisefa_latency", broker_url=REDIS_URL) as stack,
+    ):
+        stack.use_workers(1)
+        job_id = stack.submit(
+            {
+                "kind": "pretrain",
+                "model": {"hidden": [8]},
+                "pretrain": {"dataset": "digits", "samples_per_epoch": 256},
+            }
+        )
+        stack.wait_state(job_id, {"succeeded"}, 120)
+        stack.use_workers(0)  # nothing else competes for the CPU while measuring
+        hammer(stack, "/healthz", 4, 10)  # warm up connections and code paths
+        base = hammer(stack, "/healthz", args.clients, args.requests)
+        job = hammer(stack, f"/v1/jobs/{job_id}", args.clients, args.requests)
     base_line, base_p50 = describe("GET /healthz (floor)", *base)
     job_line, job_p50 = describe("GET /v1/jobs/{id}", *job)
     sys.stdout.write(

@@ -4,7 +4,7 @@ report, once per worker count.
 
     python benchmarks/experiment_workers.py --seeds 3 --workers 1 2
 
-starts its own stack (a fresh Postgres database, Redis database 11, local storage in a
+starts its own stack (a fresh Postgres database, Redis database 8, local storage in a
 temporary folder, the API and the workers) and tears it down after. Each worker runs one job
 at a time with one OpenMP thread, so W workers use W cores.
 """
@@ -25,7 +25,7 @@ from sqlalchemy import select  # noqa: E402
 from noisefa.service.models import Job  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def experiment(seeds: int, epochs: int) -> dict[str, Any]:
@@ -75,39 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
 
-    import redis
+    from tests.support.stack import local_stack
 
-    from tests.support.db import postgres_database
-    from tests.support.stack import make_stack
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
     body = experiment(args.seeds, args.epochs)
-    with tempfile.TemporaryDirectory(prefix="noisefa-bench-") as folder:
-        root = Path(folder)
-        (root / "data").mkdir()
-        with postgres_database("noisefa_bench_experiment") as database_url:
-            settings = {
-                "home": str(root / "home"),
-                "database_url": database_url,
-                "broker_url": REDIS_URL,
-                "storage_url": (root / "objects").as_uri(),
-                "work_dir": str(root / "work"),
-                "data_dir": str(root / "data"),
-                "heartbeat_interval_s": "1",
-            }
-            stack, cleanup = make_stack(root, settings)
-            stack.env["OMP_NUM_THREADS"] = "1"
-            try:
-                runs = len(body["conditions"]) * len(body["seeds"])
-                for workers in args.workers:
-                    wall, busy, tail = run_once(stack, workers, body)
-                    print(
-                        f"{runs} runs, {workers} worker(s): {wall:.1f} s wall "
-                        f"(runs busy {busy:.1f} s in all, report {tail:.1f} s after the last)",
-                        flush=True,
-                    )
-            finally:
-                cleanup()
+    runs = len(body["conditions"]) * len(body["seeds"])
+    with (
+        tempfile.TemporaryDirectory(prefix="noisefa-bench-") as tmp,
+        local_stack(Path(tmp), name="noisefa_bench", broker_url=REDIS_URL) as stack,
+    ):
+        for workers in args.workers:
+            wall, busy, tail = run_once(stack, workers, body)
+            print(
+                f"{runs} runs, {workers} worker(s): {wall:.1f} s wall "
+                f"(runs busy {busy:.1f} s in all, report {tail:.1f} s after the last)",
+                flush=True,
+            )
     return 0
 
 

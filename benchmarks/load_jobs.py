@@ -3,7 +3,7 @@ workers; prints throughput and latency figures, and checks nothing was lost or d
 
     python benchmarks/load_jobs.py --jobs 500 --workers 2
 
-starts its own stack (a fresh Postgres database, Redis database 12, local storage in a
+starts its own stack (a fresh Postgres database, Redis database 8, local storage in a
 temporary folder, the API and W ``noisefa worker`` processes) and tears it down after.
 ``tests/faults/test_fault_load.py`` runs the same measurement at CI size.
 """
@@ -26,6 +26,9 @@ from sqlalchemy import func, select  # noqa: E402
 
 from noisefa.service.models import Job, utcnow  # noqa: E402
 from tests.support.stack import Stack  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/8"
+NO_QUOTA = {"max_concurrent_jobs": "100000"}  # every job is submitted at once
 
 
 def tiny_job(seed: int) -> dict[str, Any]:
@@ -142,21 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16, help="Concurrent submitters.")
     args = parser.parse_args(argv)
 
-    from tests.faults.conftest import flush_redis, stack_settings
-    from tests.support.db import postgres_database
-    from tests.support.stack import make_stack
+    from tests.support.stack import local_stack
 
-    with tempfile.TemporaryDirectory(prefix="noisefa-load-") as tmp:
-        root = Path(tmp)
-        (root / "data").mkdir()
-        flush_redis()
-        with postgres_database("noisefa_load") as database_url:
-            stack, cleanup = make_stack(root, stack_settings(root, database_url))
-            try:
-                result = run_load(stack, args.jobs, args.workers, threads=args.threads)
-            finally:
-                cleanup()
-        flush_redis()
+    with (
+        tempfile.TemporaryDirectory(prefix="noisefa-load-") as tmp,
+        local_stack(Path(tmp), name="noisefa_load", broker_url=REDIS_URL, **NO_QUOTA) as stack,
+    ):
+        result = run_load(stack, args.jobs, args.workers, threads=args.threads)
     sys.stdout.write(result.report() + "\n")
     ok = result.lost == 0 and result.duplicated_jobs == 0 and result.duplicated_metric_points == 0
     return 0 if ok and result.states.get("succeeded") == args.jobs else 1

@@ -17,9 +17,7 @@ import pytest
 
 from noisefa.commands.processes import stop_process
 from tests.e2e.helpers import start_server
-from tests.support import broker
-from tests.support.db import postgres_database
-from tests.support.stack import make_stack
+from tests.support.stack import local_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 
@@ -42,22 +40,10 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
         finally:
             stop_process(server.process, sig=signal.SIGINT)
         return
-    broker.flush(REDIS_URL)
-    with postgres_database("noisefa_client") as db_url:
-        values = {
-            "home": str(root / "home"),
-            "database_url": db_url,
-            "broker_url": REDIS_URL,
-            "storage_url": (root / "objects").as_uri(),
-            "work_dir": str(root / "work"),
-            "cancel_poll_s": "0.2",
-        }
-        stack, cleanup = make_stack(root, values)
-        try:
-            stack.start_worker()
-            yield Service(stack.api_url, stack.api_key)
-        finally:
-            cleanup()
+    fast_cancel = {"cancel_poll_s": "0.2"}
+    with local_stack(root, name="noisefa_client", broker_url=REDIS_URL, **fast_cancel) as stack:
+        stack.start_worker()
+        yield Service(stack.api_url, stack.api_key)
 
 
 def tiny_spec(samples: int = 256) -> dict:

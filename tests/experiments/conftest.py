@@ -12,49 +12,26 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from tests.experiments.helpers import MAX_UPLOAD_BYTES
-from tests.support.db import postgres_database
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, local_stack
 
 REDIS_URL = os.environ.get("NOISEFA_TEST_EXPERIMENTS_REDIS", "redis://127.0.0.1:6379/11")
 
 
-def _flush_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    settings = {
+        "heartbeat_interval_s": "1",
+        "cancel_poll_s": "0.2",
+        "reaper_interval_s": "1",
+        "experiment_sweep_after_s": "5",
+        "max_upload_bytes": str(MAX_UPLOAD_BYTES),
+    }
     root = tmp_path_factory.mktemp("experiments")
-    (root / "data").mkdir()  # empty: torchvision sets are unavailable
-    _flush_redis()
-    with postgres_database("noisefa_experiments") as database_url:
-        settings = {
-            "home": str(root / "home"),
-            "database_url": database_url,
-            "broker_url": REDIS_URL,
-            "storage_url": (root / "objects").as_uri(),
-            "work_dir": str(root / "work"),
-            "data_dir": str(root / "data"),
-            "heartbeat_interval_s": "1",
-            "cancel_poll_s": "0.2",
-            "reaper_interval_s": "1",
-            "experiment_sweep_after_s": "5",
-            "max_upload_bytes": str(MAX_UPLOAD_BYTES),
-        }
-        stack, cleanup = make_stack(root, settings)
-        try:
-            stack.use_workers(2)
-            yield stack
-        finally:
-            cleanup()
-    _flush_redis()
+    with local_stack(root, name="noisefa_experiments", broker_url=REDIS_URL, **settings) as stack:
+        stack.use_workers(2)
+        yield stack
 
 
 @pytest.fixture(scope="session")

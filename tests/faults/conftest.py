@@ -12,10 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
-from tests.support.db import postgres_database
-from tests.support.stack import Stack, make_stack
+from tests.support.stack import Stack, local_stack
 
 __all__ = ["FULL", "Stack", "pretrain_spec"]
 
@@ -46,31 +44,16 @@ def pretrain_spec(
     }
 
 
-def stack_settings(root, database_url: str) -> dict[str, str]:
-    """Settings of a fault stack: fast heartbeats, a reaper that notices within seconds."""
-    return {
-        "home": str(root / "home"),
-        "database_url": database_url,
-        "broker_url": REDIS_URL,
-        "storage_url": (root / "objects").as_uri(),
-        "work_dir": str(root / "work"),
-        "data_dir": str(root / "data"),
-        "heartbeat_interval_s": "0.5",
-        "heartbeat_timeout_s": str(HEARTBEAT_TIMEOUT_S),
-        "reaper_interval_s": "0.5",
-        "requeue_after_s": str(REQUEUE_AFTER_S),
-        "cancel_poll_s": "0.2",
-        "max_concurrent_jobs": "100000",
-        "max_attempts": "3",
-    }
-
-
-def flush_redis() -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
+# A fault stack: fast heartbeats, a reaper that notices within seconds, no job quota.
+FAULT_SETTINGS = {
+    "heartbeat_interval_s": "0.5",
+    "heartbeat_timeout_s": str(HEARTBEAT_TIMEOUT_S),
+    "reaper_interval_s": "0.5",
+    "requeue_after_s": str(REQUEUE_AFTER_S),
+    "cancel_poll_s": "0.2",
+    "max_concurrent_jobs": "100000",
+    "max_attempts": "3",
+}
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +61,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack for every fault test (each start costs seconds): database, broker, storage
     and the API. Each module says how many workers it needs (``stack.use_workers``)."""
     root = tmp_path_factory.mktemp("faults")
-    (root / "data").mkdir()
-    flush_redis()
-    with postgres_database("noisefa_faults") as database_url:
-        stack, cleanup = make_stack(root, stack_settings(root, database_url))
-        try:
-            yield stack
-        finally:
-            cleanup()
-    flush_redis()
+    with local_stack(root, name="noisefa_faults", broker_url=REDIS_URL, **FAULT_SETTINGS) as stack:
+        yield stack

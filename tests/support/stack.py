@@ -13,7 +13,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from noisefa.service.migrate import upgrade
 from noisefa.service.models import TERMINAL_STATES, Job, JobMetric
 from noisefa.service.repositories.projects import create_project_key
 from noisefa.service.settings import Settings
+from tests.support import broker
+from tests.support.db import postgres_database
 
 START_DEADLINE_S = 120.0
 
@@ -236,3 +239,31 @@ def make_stack(root: Path, values: dict[str, str]) -> tuple[Stack, Callable[[], 
         cleanup()
         raise
     return stack, cleanup
+
+
+@contextmanager
+def local_stack(root: Path, *, name: str, broker_url: str, **overrides: str) -> Iterator[Stack]:
+    """A stack on this machine's servers, torn down after: a fresh Postgres database (prefix
+    ``name``), the Redis database ``broker_url`` (flushed before and after: each suite uses its
+    own), storage, work and an empty data folder under ``root``; the API runs, workers are
+    started by the caller. ``overrides`` are further settings (NOISEFA_<KEY> values)."""
+    (root / "data").mkdir(parents=True, exist_ok=True)  # empty: torchvision sets unavailable
+    broker.flush(broker_url)
+    try:
+        with postgres_database(name) as database_url:
+            values = {
+                "home": str(root / "home"),
+                "database_url": database_url,
+                "broker_url": broker_url,
+                "storage_url": (root / "objects").as_uri(),
+                "work_dir": str(root / "work"),
+                "data_dir": str(root / "data"),
+                **overrides,
+            }
+            stack, cleanup = make_stack(root, values)
+            try:
+                yield stack
+            finally:
+                cleanup()
+    finally:
+        broker.flush(broker_url)
