@@ -19,11 +19,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+import httpx
 
-import httpx  # noqa: E402
-
-from tests.support.stack import Stack  # noqa: E402
+from noisefa.testing.stack import Stack, local_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
@@ -65,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=40, help="Requests per client.")
     args = parser.parse_args(argv)
-
-    from tests.support.stack import local_stack
 
     with (
         tempfile.TemporaryDirectory(prefix="noisefa-latency-") as tmp,

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from noisefa.engine.callbacks import RunCallbacks
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.rules import FeedbackLinearFunction
 from noisefa.engine.run import run_job
-from noisefa.engine.spec import parse_spec
 
 FEATURES, CLASSES, HIDDEN, BATCH = 784, 10, 100, 64
 

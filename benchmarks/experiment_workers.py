@@ -12,18 +12,15 @@ at a time with one OpenMP thread, so W workers use W cores.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from sqlalchemy import select
 
-from sqlalchemy import select  # noqa: E402
-
-from noisefa.service.models import Job  # noqa: E402
-from tests.support.stack import Stack  # noqa: E402
+from noisefa.service.models import Job
+from noisefa.testing.stack import Stack, local_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
@@ -74,8 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
-
-    from tests.support.stack import local_stack
 
     body = experiment(args.seeds, args.epochs)
     runs = len(body["conditions"]) * len(body["seeds"])

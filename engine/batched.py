@@ -25,11 +25,11 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import CHECKPOINT_DIR, checkpoint_name, list_checkpoints, save_checkpoint
+from .contract.errors import CheckpointError, InvalidSpecError
+from .contract.spec import JobSpec
 from .datasets import dataset_info
-from .errors import CheckpointError, InvalidSpecError
 from .model import MLP, build_model
 from .run import _data_and_shape, build_trainer, resolve_device, write_result
-from .spec import JobSpec
 from .trainer import Phase, Trainer, derive_seed, make_optimizer
 
 BATCHABLE_RULES = ("bp", "fa")

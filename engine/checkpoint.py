@@ -25,9 +25,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import CheckpointError, InvalidSpecError
+from .contract.errors import CheckpointError, InvalidSpecError
+from .contract.spec import JobSpec
 from .model import MLP, MLPConfig
-from .spec import JobSpec
 
 FORMAT_VERSION = 1
 METADATA_KEY = "noisefa"

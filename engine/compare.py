@@ -13,8 +13,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from . import metric_names as mn
-from .spec import JobSpec, parse_spec
+from .contract import metric_names as mn
+from .contract.spec import JobSpec, parse_spec
 
 CONDITIONS = ("bp", "fa", "fa+noise")
 NOISE_SUFFIX = "+noise"

@@ -9,7 +9,6 @@ a data folder (argument, else ``$NOISEFA_DATA_DIR``); they are downloaded only w
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DatasetUnavailableError
+from .contract.catalogue import (
+    DIGITS_CLASSES,
+    DIGITS_SHAPE,
+    MNIST_FILES,
+    NPZ_PREFIX,
+    TORCHVISION_SETS,
+    known_datasets,
+)
+from .contract.errors import DatasetUnavailableError
+from .npz import read_npz
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "noisefa" / "data"
 
@@ -36,86 +44,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
-
-
-@dataclass(frozen=True)
-class TorchvisionSet:
-    """Where a torchvision set lives under the data folder and how to normalise it."""
-
-    class_name: str
-    folder: str  # relative to the data folder
-    files: tuple[str, ...]  # relative to ``folder``; what must exist to load without network
-    input_shape: tuple[int, ...]
-    num_classes: int
-    # Per-channel mean/std of the training split in [0, 1] (published values).
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-TORCHVISION_SETS: dict[str, TorchvisionSet] = {
-    "mnist": TorchvisionSet(
-        "MNIST", "MNIST/raw", _MNIST_FILES, (1, 28, 28), 10, (0.1307,), (0.3081,)
-    ),
-    "fashion_mnist": TorchvisionSet(
-        "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, (1, 28, 28), 10, (0.2860,), (0.3530,)
-    ),
-    "kmnist": TorchvisionSet(
-        "KMNIST", "KMNIST/raw", _MNIST_FILES, (1, 28, 28), 10, (0.1918,), (0.3483,)
-    ),
-    "cifar10": TorchvisionSet(
-        "CIFAR10",
-        "cifar-10-batches-py",
-        (
-            "data_batch_1",
-            "data_batch_2",
-            "data_batch_3",
-            "data_batch_4",
-            "data_batch_5",
-            "test_batch",
-            "batches.meta",
-        ),
-        (3, 32, 32),
-        10,
-        (0.4914, 0.4822, 0.4465),
-        (0.2470, 0.2435, 0.2616),
-    ),
-    "cifar100": TorchvisionSet(
-        "CIFAR100",
-        "cifar-100-python",
-        ("train", "test", "meta"),
-        (3, 32, 32),
-        100,
-        (0.5071, 0.4865, 0.4409),
-        (0.2673, 0.2564, 0.2762),
-    ),
-    "stl10": TorchvisionSet(
-        "STL10",
-        "stl10_binary",
-        ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"),
-        (3, 96, 96),
-        10,
-        (0.4467, 0.4398, 0.4066),
-        (0.2603, 0.2566, 0.2713),
-    ),
-    "usps": TorchvisionSet(
-        "USPS", ".", ("usps.bz2", "usps.t.bz2"), (1, 16, 16), 10, (0.2469,), (0.2989,)
-    ),
-}
-
-DIGITS_SHAPE, DIGITS_CLASSES = (64,), 10
-NPZ_PREFIX = "npz:"
-
-
-def known_datasets() -> list[str]:
-    """Names the registry accepts (plus ``npz:<path>``)."""
-    return ["digits", *TORCHVISION_SETS]
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
@@ -152,7 +80,7 @@ def dataset_info(
     """
     npz = _local_npz(name, dataset_files)
     if npz is not None:
-        arrays, num_classes = _read_npz(npz)
+        arrays, num_classes = read_npz(npz)
         return tuple(arrays["x_train"].shape[1:]), num_classes
     if name == "digits":
         return DIGITS_SHAPE, DIGITS_CLASSES
@@ -171,7 +99,7 @@ def load_dataset(
     """Load a dataset by registry name (or from ``dataset_files``), normalised, onto ``device``."""
     npz = _local_npz(name, dataset_files)
     if npz is not None:
-        arrays, num_classes = _read_npz(npz)
+        arrays, num_classes = read_npz(npz)
         x_train, x_test = _standardise(
             torch.from_numpy(arrays["x_train"].astype(np.float32)),
             torch.from_numpy(arrays["x_test"].astype(np.float32)),
@@ -217,72 +145,6 @@ def _load_digits() -> tuple[torch.Tensor, ...]:
     return x_train, torch.from_numpy(y_tr).long(), x_test, torch.from_numpy(y_te).long()
 
 
-def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], int]:
-    """Arrays of an uploaded ``.npz``, validated; refuses pickled (object) arrays."""
-    if not path.is_file():
-        raise DatasetUnavailableError(f"npz dataset not found: {path}")
-    required = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in required if key not in npz.files]
-            if missing:
-                raise DatasetUnavailableError(
-                    f"npz dataset {path}: missing arrays {missing}; "
-                    f"expected {list(required)}, found {npz.files}"
-                )
-            arrays = {key: npz[key] for key in required}
-            extra = npz["num_classes"] if "num_classes" in npz.files else None
-    except DatasetUnavailableError:
-        raise
-    except ValueError as exc:
-        raise DatasetUnavailableError(
-            f"npz dataset {path}: unreadable without pickle ({exc}); "
-            "arrays must be plain numeric arrays, object arrays are refused"
-        ) from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetUnavailableError(f"npz dataset {path}: not a valid .npz file ({exc})") from exc
-    return arrays, _validate_arrays(path, arrays, extra)
-
-
-def _validate_arrays(path: Path, arrays: dict[str, np.ndarray], extra: np.ndarray | None) -> int:
-    """Check dtypes, shapes, finiteness and labels; return the class count."""
-
-    def fail(message: str) -> DatasetUnavailableError:
-        return DatasetUnavailableError(f"npz dataset {path}: {message}")
-
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype.kind not in "fiu":
-            raise fail(f"x_{split} must be a numeric array, got dtype {x.dtype}")
-        if y.dtype.kind not in "iu":
-            raise fail(f"y_{split} must hold integer labels, got dtype {y.dtype}")
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise fail(f"x_{split} must have shape (N, ...) with N ≥ 1, got {x.shape}")
-        if y.shape != (x.shape[0],):
-            raise fail(
-                f"y_{split} must have shape ({x.shape[0]},) to match x_{split}, got {y.shape}"
-            )
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise fail(f"x_{split} holds NaN or infinite values")
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise fail(
-            f"x_train samples have shape {arrays['x_train'].shape[1:]} but x_test "
-            f"samples {arrays['x_test'].shape[1:]}"
-        )
-    if extra is not None:
-        if extra.dtype.kind not in "iu" or extra.size != 1 or int(extra) < 1:
-            raise fail("num_classes must be one positive integer")
-        num_classes = int(extra)
-    else:
-        num_classes = int(arrays["y_train"].max()) + 1
-    for split in ("train", "test"):
-        y = arrays[f"y_{split}"]
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= num_classes:
-            raise fail(f"y_{split} labels must be in [0, {num_classes}), got [{low}, {high}]")
-    return num_classes
-
-
 def _missing_message(name: str, folder: Path, files: list[str]) -> str:
     return (
         f"dataset {name!r} not found: expected {', '.join(files)} in {folder} "
@@ -300,13 +162,13 @@ def _load_torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, ...]:
     present = [f for f in entry.files if (folder / f).is_file()]
     # MNIST-like sets also accept the release's .gz files: torchvision checks their MD5
     # and extracts them itself, with no network access when they are all present.
-    gz_ready = entry.files == _MNIST_FILES and all(
+    gz_ready = entry.files == MNIST_FILES and all(
         (folder / f"{f}.gz").is_file() for f in entry.files
     )
     download = os.environ.get("NOISEFA_DOWNLOAD") == "1"
     if len(present) < len(entry.files) and not gz_ready and not download:
         missing = [f for f in entry.files if f not in present]
-        if entry.files == _MNIST_FILES:
+        if entry.files == MNIST_FILES:
             missing = [f"{f}(.gz)" for f in missing]
         raise DatasetUnavailableError(_missing_message(name, folder, missing))
     cls = getattr(tv, entry.class_name)

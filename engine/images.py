@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidSpecError
+from .contract.errors import InvalidSpecError
 
 
 def image_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:

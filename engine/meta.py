@@ -15,13 +15,13 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from . import metric_names as mn
+from .contract import metric_names as mn
+from .contract.errors import InvalidSpecError
+from .contract.spec import MetaLossSpec, OptimizerSpec
 from .datasets import Dataset
-from .errors import InvalidSpecError
 from .images import fit_inputs
 from .metrics import evaluate
 from .model import MLP
-from .spec import MetaLossSpec, OptimizerSpec
 from .trainer import derive_seed, make_optimizer
 
 

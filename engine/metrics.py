@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import metric_names as mn
+from .contract import metric_names as mn
 from .model import MLP
 from .rules import true_gradient
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from .contract.spec import ModelSpec
 from .rules import RULES, RuleLinear
-from .spec import ModelSpec
 
 
 @dataclass

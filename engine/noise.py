@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .spec import NoiseSpec
+from .contract.spec import NoiseSpec
 
 
 class NoiseSource:

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from . import metric_names as mn
 from .callbacks import RunCallbacks
 from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, load_model_state
+from .contract import metric_names as mn
+from .contract.errors import CheckpointError, InvalidSpecError
+from .contract.spec import JobSpec, MetaLossSpec, NoiseSpec
 from .datasets import Dataset, dataset_info, load_dataset
-from .errors import CheckpointError, InvalidSpecError
 from .meta import MetaLoss
 from .model import MLP, build_model
 from .noise import NoiseSource
-from .spec import JobSpec, MetaLossSpec, NoiseSpec
 from .trainer import Phase, Trainer, derive_seed
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from . import metric_names as mn
 from .callbacks import RunCallbacks
 from .checkpoint import (
     CHECKPOINT_DIR,
@@ -31,12 +30,13 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .contract import metric_names as mn
+from .contract.errors import RunStopped
+from .contract.spec import JobSpec, OptimizerSpec
 from .datasets import Dataset
-from .errors import RunStopped
 from .metrics import evaluate, model_metrics
 from .model import MLP
 from .noise import NoiseSource
-from .spec import JobSpec, OptimizerSpec
 
 if TYPE_CHECKING:
     from .meta import MetaLoss

@@ -15,8 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from noisefa import __version__
-from noisefa.engine.kinds import EvaluateSpec, ExperimentSpec
-from noisefa.engine.spec import JobSpec
+from noisefa.engine.contract.bodies import BODY_MODELS
 
 from .api import datasets, health, jobs, presets
 from .api.jobs import InFlightKeys
@@ -29,13 +28,6 @@ from .reaper import Reaper
 from .settings import Settings, get_settings
 from .storage import storage_from_settings
 
-# The body of ``POST /v1/jobs`` per ``kind`` (validated by ``parse_job``).
-JOB_BODIES = {
-    "pretrain": JobSpec,
-    "train": JobSpec,
-    "evaluate": EvaluateSpec,
-    "experiment": ExperimentSpec,
-}
 # Multipart framing around an uploaded file (boundaries, part headers): allowed on top of
 # ``max_upload_bytes`` by the body limit; the upload route then counts the file itself.
 UPLOAD_FRAMING_BYTES = 64 * 1024
@@ -125,7 +117,7 @@ def _document_job_spec(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        models = list(dict.fromkeys(JOB_BODIES.values()))
+        models = list(dict.fromkeys(BODY_MODELS.values()))
         for model in models:
             spec_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(spec_schema.pop("$defs", {}))
@@ -137,7 +129,7 @@ def _document_job_spec(app: FastAPI) -> None:
                 "propertyName": "kind",
                 "mapping": {
                     kind: f"#/components/schemas/{model.__name__}"
-                    for kind, model in JOB_BODIES.items()
+                    for kind, model in BODY_MODELS.items()
                 },
             },
         }

@@ -13,6 +13,9 @@ from typing import Any
 from amqp.exceptions import ChannelError
 from celery import Celery
 
+from noisefa.engine.contract.bodies import JobBody
+from noisefa.engine.contract.experiment_spec import ExperimentSpec
+
 from .settings import Settings
 
 RUN_JOB_TASK = "noisefa.run_job"
@@ -20,6 +23,13 @@ RUN_JOB_TASK = "noisefa.run_job"
 # that message was lost); the worker checks in the database that it is due.
 FINISH_EXPERIMENT_TASK = "noisefa.finish_experiment"
 QUEUES = ("cpu", "gpu")
+
+
+def queue_for(spec: JobBody) -> str:
+    """The broker queue of a job: ``gpu`` only when the spec asks for CUDA (an experiment
+    fans out and aggregates where its children run)."""
+    device = spec.base.get("device") if isinstance(spec, ExperimentSpec) else spec.device
+    return "gpu" if device == "cuda" else "cpu"
 
 
 def broker_url(settings: Settings) -> str:

@@ -30,16 +30,6 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite autoincrements only INTEGER PRIMARY KEY; Postgres gets a 64-bit identity.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
-JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
-FAILURE_REASONS = (
-    "invalid_spec",
-    "dataset_unavailable",
-    "out_of_memory",
-    "worker_lost",
-    "internal",
-)
-
 
 def utcnow() -> datetime:
     """Timezone-aware now, so Postgres and SQLite rows compare the same way."""

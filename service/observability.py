@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .models import JOB_STATES
+from noisefa.engine.contract.states import JobState
+
 from .problems import PROBLEM_MEDIA_TYPE
 from .repositories.jobs import count_by_state, finished_durations
 
@@ -46,7 +47,7 @@ class JobCollector(Collector):
             logger.warning("metrics scrape could not read the database", exc_info=True)
             return
         jobs = GaugeMetricFamily("noisefa_jobs", "Jobs by state.", labels=["state"])
-        for state in JOB_STATES:
+        for state in JobState:
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
         buckets = [

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from noisefa.engine.limits import Limits
+from noisefa.engine.contract.limits import Limits
 
 
 class Settings(BaseSettings):

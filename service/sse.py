@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from .models import TERMINAL_STATES, Job
+from noisefa.engine.contract.states import TERMINAL_STATES
+
+from .models import Job
 from .repositories.events import events_after
 
 POLL_S = 0.25

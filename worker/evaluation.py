@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.engine.errors import InvalidSpecError
-from noisefa.engine.evaluate import PLOT_NAME, evaluate_checkpoint
-from noisefa.engine.kinds import EvaluateSpec
+from noisefa.engine.contract.errors import InvalidSpecError
+from noisefa.engine.contract.evaluate_spec import EvaluateSpec
+from noisefa.engine.ood import PLOT_NAME, evaluate_checkpoint
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories import jobs as job_repo
 from noisefa.service.settings import Settings

@@ -19,12 +19,12 @@ import torch
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.engine.errors import EngineError, RunStopped
+from noisefa.engine.contract.errors import EngineError, RunStopped
+from noisefa.engine.contract.references import referenced_datasets
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.run import run_job
-from noisefa.engine.spec import parse_spec
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.repositories import execution as repo
-from noisefa.service.repositories.datasets import referenced_datasets
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage, storage_from_settings
 

@@ -26,14 +26,13 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.engine.experiment import PLOTS, REPORT_JSON, REPORT_MD, aggregate_experiment
-from noisefa.engine.kinds import ExperimentSpec, expand_experiment
-from noisefa.service.broker import enqueue_finish_experiment, enqueue_job, make_celery
+from noisefa.engine.contract.experiment_spec import ExperimentSpec, expand_experiment
+from noisefa.engine.report import PLOTS, REPORT_JSON, REPORT_MD, aggregate_experiment
+from noisefa.service.broker import enqueue_finish_experiment, enqueue_job, make_celery, queue_for
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Job
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories import experiments as experiment_repo
-from noisefa.service.repositories.jobs import queue_for
 from noisefa.service.settings import Settings
 from noisefa.service.storage import storage_from_settings
 

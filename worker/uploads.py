@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.engine.errors import DatasetUnavailableError
+from noisefa.engine.contract.catalogue import UPLOAD_PREFIX
+from noisefa.engine.contract.errors import DatasetUnavailableError
 from noisefa.service.repositories import datasets as dataset_repo
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
@@ -34,9 +35,9 @@ def fetch_uploads(
     """
     found: dict[str, Path] = {}
     for name in dict.fromkeys(names):
-        if not name.startswith(dataset_repo.UPLOAD_PREFIX):
+        if not name.startswith(UPLOAD_PREFIX):
             continue
-        dataset_id = name[len(dataset_repo.UPLOAD_PREFIX) :]
+        dataset_id = name[len(UPLOAD_PREFIX) :]
         with sessions() as session:
             row = dataset_repo.get_upload(session, project_id, dataset_id)
             key = row.storage_key if row is not None else None

@@ -52,7 +52,7 @@ def compare_command(args: argparse.Namespace) -> int:
     import json
 
     from noisefa.engine.compare import comparison_specs, format_table, summarize
-    from noisefa.engine.errors import EngineError
+    from noisefa.engine.contract.errors import EngineError
     from noisefa.engine.run import run_job
 
     if args.seeds < 1 or args.epochs < 1:

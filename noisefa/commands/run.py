@@ -102,10 +102,10 @@ def run_command(args: argparse.Namespace) -> int:
     import yaml
     from pydantic import ValidationError
 
-    from noisefa.engine.errors import EngineError, RunStopped
-    from noisefa.engine.limits import Limits
+    from noisefa.engine.contract.errors import EngineError, RunStopped
+    from noisefa.engine.contract.limits import Limits
+    from noisefa.engine.contract.spec import parse_spec
     from noisefa.engine.run import run_job
-    from noisefa.engine.spec import parse_spec
     from noisefa.engine.spec_files import read_spec_file
 
     try:

@@ -22,7 +22,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from noisefa.engine.kinds import parse_job
+from noisefa.engine.contract.bodies import JobBody, parse_job
+from noisefa.engine.contract.references import referenced_datasets
 
 from ..broker import enqueue_finish_experiment, enqueue_job
 from ..models import Job, Project
@@ -112,7 +113,7 @@ def _replay(
     return job_repo.get_job(session, project.id, record.job_id)
 
 
-def _check_init_from(session: Session, project: Project, spec: job_repo.AnySpec) -> None:
+def _check_init_from(session: Session, project: Project, spec: JobBody) -> None:
     """``init_from`` (of a train or evaluate job) must name a succeeded job of the project."""
     if getattr(spec, "init_from", None) is None:
         return
@@ -130,9 +131,9 @@ def _check_init_from(session: Session, project: Project, spec: job_repo.AnySpec)
         )
 
 
-def _check_uploads(session: Session, project: Project, spec: job_repo.AnySpec) -> None:
+def _check_uploads(session: Session, project: Project, spec: JobBody) -> None:
     """Every ``upload:<id>`` the job reads must be an upload of the project (404 naming it)."""
-    refs = dataset_repo.referenced_datasets(spec)
+    refs = referenced_datasets(spec)
     missing = dataset_repo.missing_uploads(session, project.id, refs)
     if missing:
         raise ProblemError(
@@ -230,7 +231,7 @@ def _refuse_nul(value: Any, field: str = "") -> None:
 def _create(
     session: Session,
     project: Project,
-    spec: job_repo.AnySpec,
+    spec: JobBody,
     settings: Settings,
     idempotency: tuple[str, str] | None,
 ) -> Job:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from noisefa.engine.presets import PRESETS
+from noisefa.engine.contract.presets import PRESETS
 
 from ..schemas import PresetList, PresetOut
 from .deps import CurrentProject

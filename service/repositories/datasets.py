@@ -19,14 +19,11 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from noisefa.engine.kinds import EvaluateSpec, ExperimentSpec, expand_experiment
-from noisefa.engine.limits import Limits
-from noisefa.engine.spec import JobSpec
+from noisefa.engine.contract.catalogue import UPLOAD_PREFIX
 
 from ..models import Dataset, DatasetIdempotencyKey, utcnow
 from ..storage import Storage
 
-UPLOAD_PREFIX = "upload:"
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
 _ARRAY_NAME = re.compile(r"\b(" + "|".join(NPZ_ARRAYS) + r")\b")
 
@@ -66,8 +63,8 @@ def validate_npz(path: Path) -> UploadInfo:
     The engine module loads torch, so it is imported here, on the first upload, rather than
     when the API starts.
     """
+    from noisefa.engine.contract.errors import DatasetUnavailableError
     from noisefa.engine.datasets import dataset_info
-    from noisefa.engine.errors import DatasetUnavailableError
 
     try:
         input_shape, num_classes = dataset_info("upload", dataset_files={"upload": path})
@@ -211,32 +208,6 @@ def builtin_datasets(data_dir: Path | None) -> list[dict]:
             }
         )
     return found
-
-
-def referenced_datasets(spec: JobSpec | EvaluateSpec | ExperimentSpec) -> list[tuple[str, str]]:
-    """``(field, dataset name)`` of every dataset a job reads, fields as dotted paths."""
-    if isinstance(spec, EvaluateSpec):
-        return [(f"datasets[{i}]", name) for i, name in enumerate(spec.datasets or [])]
-    if isinstance(spec, ExperimentSpec):
-        refs = []
-        for condition, runs in expand_experiment(spec, Limits(max_experiment_runs=10**6)).items():
-            if runs:  # every seed of a condition reads the same datasets
-                prefix = f"conditions.{condition}."
-                refs += [(prefix + field, name) for field, name in referenced_datasets(runs[0])]
-        return refs
-    refs = []
-    for phase in ("pretrain", "train"):
-        block = getattr(spec, phase)
-        if block is None:
-            continue
-        if block.dataset is not None:
-            refs.append((f"{phase}.dataset", block.dataset))
-        if block.meta_loss is not None:
-            refs += [
-                (f"{phase}.meta_loss.tasks[{i}]", task)
-                for i, task in enumerate(block.meta_loss.tasks)
-            ]
-    return refs
 
 
 def missing_uploads(

@@ -18,7 +18,9 @@ from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from ..models import TERMINAL_STATES, Artifact, Job, JobMetric, utcnow
+from noisefa.engine.contract.states import TERMINAL_STATES
+
+from ..models import Artifact, Job, JobMetric, utcnow
 from ..storage import check_name
 from .events import add_event, state_event_data
 

@@ -24,9 +24,10 @@ from datetime import timedelta
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased
 
-from noisefa.engine.spec import JobSpec
+from noisefa.engine.contract.spec import JobSpec
+from noisefa.engine.contract.states import TERMINAL_STATES
 
-from ..models import TERMINAL_STATES, Job, JobMetric, utcnow
+from ..models import Job, JobMetric, utcnow
 from .events import add_event, state_event_data
 from .execution import LIVE_STATES, Attempt, claimed_attempt
 from .jobs import new_job

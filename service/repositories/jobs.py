@@ -10,24 +10,16 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from noisefa.engine.kinds import EvaluateSpec, ExperimentSpec
-from noisefa.engine.spec import JobSpec
+from noisefa.engine.contract.bodies import JobBody
+from noisefa.engine.contract.states import TERMINAL_STATES
 
-from ..models import TERMINAL_STATES, IdempotencyKey, Job, utcnow
+from ..broker import queue_for
+from ..models import IdempotencyKey, Job, utcnow
 from ..pagination import BadPageToken, decode_token, encode_token
 from .events import add_event, state_event_data
 
-AnySpec = JobSpec | EvaluateSpec | ExperimentSpec
 
-
-def queue_for(spec: AnySpec) -> str:
-    """The broker queue of a job: ``gpu`` only when the spec asks for CUDA (an experiment
-    fans out and aggregates where its children run)."""
-    device = spec.base.get("device") if isinstance(spec, ExperimentSpec) else spec.device
-    return "gpu" if device == "cuda" else "cpu"
-
-
-def new_job(project_id: str, spec: AnySpec, *, max_attempts: int, **fields: Any) -> Job:
+def new_job(project_id: str, spec: JobBody, *, max_attempts: int, **fields: Any) -> Job:
     """A queued job row for ``spec`` (not yet added to a session); ``fields`` set the rest."""
     return Job(
         project_id=project_id,
@@ -45,7 +37,7 @@ def new_job(project_id: str, spec: AnySpec, *, max_attempts: int, **fields: Any)
 def create_job(
     session: Session,
     project_id: str,
-    spec: AnySpec,
+    spec: JobBody,
     *,
     max_attempts: int,
     idempotency: tuple[str, str] | None = None,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from noisefa.commands.processes import stop_process
-from tests.e2e.helpers import start_server
-from tests.support.stack import local_stack
+from noisefa.testing.embedded import start_server
+from noisefa.testing.stack import local_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
 
@@ -44,20 +44,6 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
     with local_stack(root, name="noisefa_client", broker_url=REDIS_URL, **fast_cancel) as stack:
         stack.start_worker()
         yield Service(stack.api_url, stack.api_key)
-
-
-def tiny_spec(samples: int = 256) -> dict:
-    """A pretrain job that finishes in well under a second of compute."""
-    return {
-        "kind": "pretrain",
-        "model": {"hidden": [8]},
-        "pretrain": {"dataset": "digits", "epochs": 1, "samples_per_epoch": samples},
-    }
-
-
-def long_spec() -> dict:
-    """A job that runs for minutes unless cancelled."""
-    return tiny_spec(samples=5_000_000)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 from noisefa.client import Client
 from noisefa.commands.processes import free_port
-from tests.client.conftest import long_spec, tiny_spec
-from tests.support.stack import wait_for
+from noisefa.testing.specs import long_spec, tiny_spec
+from noisefa.testing.stack import wait_for
 
 WAIT_S = 180
 

@@ -10,8 +10,8 @@ import pytest
 from noisefa.client import ApiError, Client, ServiceUnavailable
 from noisefa.commands.processes import free_port
 from noisefa.engine.checkpoint import model_from_checkpoint
-from tests.client.conftest import long_spec, tiny_spec
-from tests.support.stack import wait_for
+from noisefa.testing.specs import long_spec, tiny_spec
+from noisefa.testing.stack import wait_for
 
 WAIT_S = 120
 

@@ -15,7 +15,7 @@ DEMO_TIMEOUT_S = 300
 def test_demo_prints_the_comparison_and_where_the_checkpoints_are(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOISEFA_")}
     env["NOISEFA_HOME"] = str(tmp_path / "home")
-    env.setdefault("OMP_NUM_THREADS", "1")  # see tests/support/stack.py: stack_env
+    env.setdefault("OMP_NUM_THREADS", "1")  # see noisefa/testing/stack.py: stack_env
     nobody = f"http://127.0.0.1:{free_port()}"  # no service there: the demo starts its own
     done = subprocess.run(
         [sys.executable, "-m", "noisefa.cli", "demo", "--url", nobody, "--seeds", "1"]

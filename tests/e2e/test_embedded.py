@@ -15,7 +15,7 @@ import pytest
 
 from noisefa.client import Client
 from noisefa.commands.processes import stop_process
-from tests.e2e.helpers import START_TIMEOUT_S, Server, children, gone, start_server
+from noisefa.testing.embedded import START_TIMEOUT_S, Server, children, gone, start_server
 
 JOB_TIMEOUT_S = 180.0
 MODEL = {"hidden": [16], "seed": 1}

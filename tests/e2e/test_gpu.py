@@ -14,7 +14,7 @@ import torch
 
 from noisefa.client import Client
 from noisefa.commands.processes import stop_process
-from tests.e2e.helpers import children, gone, start_server
+from noisefa.testing.embedded import children, gone, start_server
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisefa.engine.spec import JobSpec, parse_spec
+from noisefa.engine.contract.spec import JobSpec, parse_spec
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -18,7 +18,7 @@ from noisefa.engine.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from noisefa.engine.errors import CheckpointError
+from noisefa.engine.contract.errors import CheckpointError
 from noisefa.engine.model import MLP, MLPConfig
 from noisefa.engine.run import run_job
 from noisefa.engine.trainer import make_optimizer

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from noisefa.engine.contract.errors import DatasetUnavailableError
 from noisefa.engine.datasets import dataset_info, load_dataset
-from noisefa.engine.errors import DatasetUnavailableError
 
 SHARED_FASHION = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 

@@ -7,16 +7,12 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from noisefa.engine.kinds import (
-    EvaluateSpec,
-    ExperimentSpec,
-    deep_merge,
-    expand_experiment,
-    parse_job,
-)
-from noisefa.engine.limits import Limits
-from noisefa.engine.presets import PRESETS
-from noisefa.engine.spec import JobSpec
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.evaluate_spec import EvaluateSpec
+from noisefa.engine.contract.experiment_spec import ExperimentSpec, deep_merge, expand_experiment
+from noisefa.engine.contract.limits import Limits
+from noisefa.engine.contract.presets import PRESETS
+from noisefa.engine.contract.spec import JobSpec
 
 BASE = {
     "kind": "train",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from noisefa.engine import metric_names as mn
+from noisefa.engine.contract import metric_names as mn
 from noisefa.engine.metrics import (
     angle_degrees,
     effective_rank,

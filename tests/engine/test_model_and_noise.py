@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from noisefa.engine.contract.spec import NoiseSpec
 from noisefa.engine.model import MLP, MLPConfig
 from noisefa.engine.noise import NoiseSource
-from noisefa.engine.spec import NoiseSpec
 
 
 @pytest.mark.parametrize("hidden", [[], [16], [16, 8, 4]])

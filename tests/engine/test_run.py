@@ -9,7 +9,7 @@ import torch
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.checkpoint import load_checkpoint
-from noisefa.engine.errors import CheckpointError, InvalidSpecError, RunStopped
+from noisefa.engine.contract.errors import CheckpointError, InvalidSpecError, RunStopped
 from noisefa.engine.run import run_job
 
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.experiments.helpers import MAX_UPLOAD_BYTES
-from tests.support.stack import Stack, local_stack
+from noisefa.testing.jobs_http import MAX_UPLOAD_BYTES
+from noisefa.testing.stack import Stack, local_stack
 
 REDIS_URL = os.environ.get("NOISEFA_TEST_EXPERIMENTS_REDIS", "redis://127.0.0.1:6379/11")
 

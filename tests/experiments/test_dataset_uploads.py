@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 
 from noisefa.service.models import Dataset
 from noisefa.service.repositories.projects import create_project_key
-from tests.experiments.helpers import MAX_UPLOAD_BYTES, submit, train_body, wait_job
-from tests.support.stack import Stack
+from noisefa.testing.jobs_http import MAX_UPLOAD_BYTES, submit, wait_job
+from noisefa.testing.specs import train_body
+from noisefa.testing.stack import Stack
 
 
 def digits_arrays() -> dict[str, np.ndarray]:

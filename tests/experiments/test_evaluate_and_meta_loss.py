@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.experiments.helpers import submit, train_body, wait_job
+from noisefa.testing.jobs_http import submit, wait_job
+from noisefa.testing.specs import train_body
 
 
 @pytest.fixture(scope="module")

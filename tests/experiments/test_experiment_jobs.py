@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.experiments.helpers import TERMINAL, children, submit, train_body, wait_job
+from noisefa.testing.jobs_http import TERMINAL, children, submit, wait_job
+from noisefa.testing.specs import train_body
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOISE = {"epochs": 1, "samples_per_epoch": 60_000, "batch_size": 64}

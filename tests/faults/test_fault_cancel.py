@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from noisefa.service.models import Artifact
-from tests.faults.conftest import pretrain_spec
+from noisefa.testing.specs import cpu_pretrain_spec as pretrain_spec
 
 DEADLINE_S = 180.0
 # Long enough to be cancelled mid-way: it never ends on its own within the test.

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from benchmarks.load_jobs import run_load
 from noisefa.service.models import JobMetric
-from tests.faults.conftest import FULL
+from noisefa.testing.load import run_load
+from noisefa.testing.sizes import FULL
 
 JOBS = 500 if FULL else 30
 WORKERS = 2

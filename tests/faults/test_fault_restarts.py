@@ -11,9 +11,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from noisefa.service.models import FAILURE_REASONS, TERMINAL_STATES, Artifact
-from tests.faults.conftest import HEARTBEAT_TIMEOUT_S, REQUEUE_AFTER_S, pretrain_spec
-from tests.support.services import restart_postgres, restart_redis
+from noisefa.engine.contract.states import TERMINAL_STATES, FailureReason
+from noisefa.service.models import Artifact
+from noisefa.testing.faults import HEARTBEAT_TIMEOUT_S, REQUEUE_AFTER_S
+from noisefa.testing.services import restart_postgres, restart_redis
+from noisefa.testing.specs import cpu_pretrain_spec as pretrain_spec
 
 # Room for the jobs themselves, the reaper's timeout and a re-send of lost messages.
 DEADLINE_S = 180.0 + HEARTBEAT_TIMEOUT_S + REQUEUE_AFTER_S
@@ -35,7 +37,7 @@ def ended_well(stack, job_ids: list[str]) -> dict:
     for job in jobs.values():
         assert job.state in TERMINAL_STATES
         if job.state == "failed":
-            assert job.error_reason in FAILURE_REASONS and job.error_message, job.id
+            assert job.error_reason in set(FailureReason) and job.error_message, job.id
         assert job.attempt <= job.max_attempts
     assert stack.duplicated_metric_points(job_ids) == 0
     return jobs

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from sqlalchemy import select
 
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.run import run_job
-from noisefa.engine.spec import parse_spec
 from noisefa.service.models import Artifact, JobEvent, JobMetric
-from tests.faults.conftest import FULL, pretrain_spec
+from noisefa.testing.sizes import FULL
+from noisefa.testing.specs import cpu_pretrain_spec as pretrain_spec
 
 JOB_DEADLINE_S = 240.0
 SPEC = pretrain_spec(epochs=6 if FULL else 4, samples=4096, hidden=16, seed=7)

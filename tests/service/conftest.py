@@ -12,8 +12,14 @@ from sqlalchemy.orm import Session
 
 from noisefa.service.app import create_app
 from noisefa.service.settings import Settings
-from tests.support import broker
-from tests.support.db import migrated, new_project_key, postgres_database, settings_for, sqlite_url
+from noisefa.testing import broker
+from noisefa.testing.db import (
+    migrated,
+    new_project_key,
+    postgres_database,
+    settings_for,
+    sqlite_url,
+)
 
 
 @pytest.fixture(scope="session")

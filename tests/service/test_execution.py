@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from noisefa.engine.spec import parse_spec
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobEvent, JobMetric, utcnow
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
-from tests.service.specs import pretrain_spec
+from noisefa.testing.specs import pretrain_spec
 
 
 @pytest.fixture

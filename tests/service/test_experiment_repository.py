@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from noisefa.engine.kinds import expand_experiment, parse_job
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.experiment_spec import expand_experiment
 from noisefa.service.models import Job, Project, utcnow
 from noisefa.service.repositories import execution
 from noisefa.service.repositories import experiments as experiment_repo

@@ -14,8 +14,8 @@ from sqlalchemy import func, select, text
 from noisefa.service.models import ApiKey, Job
 from noisefa.service.repositories import execution
 from noisefa.service.repositories import projects as project_repo
-from tests.service.specs import pretrain_spec, train_spec
-from tests.support.db import new_project_key
+from noisefa.testing.db import new_project_key
+from noisefa.testing.specs import pretrain_spec, train_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECTIONS = [

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from noisefa.service.models import IdempotencyKey, Job, utcnow
 from noisefa.service.repositories import jobs as job_repo
 from noisefa.service.repositories.projects import project_for_key
-from tests.service.specs import pretrain_spec
-from tests.support.db import new_project_key
-from tests.support.http import serve_in_thread
+from noisefa.testing.db import new_project_key
+from noisefa.testing.http import serve_in_thread
+from noisefa.testing.specs import pretrain_spec
 
 CONCURRENT_REQUESTS = 8
 

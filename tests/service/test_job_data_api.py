@@ -7,7 +7,7 @@ import json
 import pytest
 
 from noisefa.service.repositories import execution
-from tests.service.specs import pretrain_spec
+from noisefa.testing.specs import pretrain_spec
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from noisefa.service.repositories import execution
-from tests.service.specs import pretrain_spec, train_spec
-from tests.support import broker
+from noisefa.testing import broker
+from noisefa.testing.specs import pretrain_spec, train_spec
 
 
 def submit(client, headers, spec=None, **kwargs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.specs import pretrain_spec, train_spec
+from noisefa.testing.specs import pretrain_spec, train_spec
 
 
 def submit(client, headers, spec):

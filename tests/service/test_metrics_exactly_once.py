@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from noisefa.engine.spec import parse_spec
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobMetric, utcnow
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
-from tests.service.specs import pretrain_spec
+from noisefa.testing.specs import pretrain_spec
 
 
 def points(session, job_id: str) -> dict[tuple[str, str, int], float]:

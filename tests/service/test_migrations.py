@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 from noisefa.service.db import make_engine
 from noisefa.service.migrate import downgrade, upgrade
 from noisefa.service.models import Base
-from tests.support.db import postgres_database, settings_for, sqlite_url
+from noisefa.testing.db import postgres_database, settings_for, sqlite_url
 
 TABLES = {
     "projects",

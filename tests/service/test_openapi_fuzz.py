@@ -18,14 +18,14 @@ import requests
 import schemathesis
 from schemathesis.generation import GenerationMode
 
-from noisefa.engine.spec import parse_spec
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.app import create_app
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import project_for_key
-from tests.support import broker
-from tests.support.db import migrated, new_project_key, postgres_database, settings_for
-from tests.support.http import serve_in_thread
+from noisefa.testing import broker
+from noisefa.testing.db import migrated, new_project_key, postgres_database, settings_for
+from noisefa.testing.http import serve_in_thread
 
 FULL = os.environ.get("NOISEFA_FULL") == "1"
 CASES_PER_OPERATION_AND_MODE = 300 if FULL else 20

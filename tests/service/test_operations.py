@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from noisefa.service.app import create_app
 from noisefa.service.repositories import execution
-from tests.service.specs import pretrain_spec
-from tests.support.db import migrated, new_project_key, settings_for
-from tests.support.http import serve_in_thread
+from noisefa.testing.db import migrated, new_project_key, settings_for
+from noisefa.testing.http import serve_in_thread
+from noisefa.testing.specs import pretrain_spec
 
 STREAM_DEADLINE_S = 30.0
 

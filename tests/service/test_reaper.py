@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from noisefa.engine.spec import parse_spec
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.app import create_app
 from noisefa.service.broker import enqueue_job
 from noisefa.service.models import Job, utcnow
@@ -18,9 +18,9 @@ from noisefa.service.reaper import REAPER_LOCK_KEY, sweep
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
-from tests.service.specs import pretrain_spec
-from tests.support import broker
-from tests.support.db import migrated, settings_for
+from noisefa.testing import broker
+from noisefa.testing.db import migrated, settings_for
+from noisefa.testing.specs import pretrain_spec
 
 DEADLINE_S = 30.0
 

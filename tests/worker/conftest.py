@@ -1,4 +1,4 @@
-"""A real production-shaped stack per test module (``tests/support/stack.py``): a fresh
+"""A real production-shaped stack per test module (``noisefa/testing/stack.py``): a fresh
 Postgres database (migrated), a Redis database of its own (flushed), local object storage in
 a temporary folder, one ``noisefa worker`` and one ``noisefa serve --no-worker`` subprocess."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from noisefa.client import Client
-from tests.support.stack import Stack, local_stack
+from noisefa.testing.stack import Stack, local_stack
 
 # Not the service tests' DB 14: a worker consuming another suite's queue would eat its jobs.
 REDIS_URL = os.environ.get("NOISEFA_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -10,15 +10,15 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from noisefa.engine.errors import DatasetUnavailableError
-from noisefa.engine.spec import parse_spec
+from noisefa.engine.contract.errors import DatasetUnavailableError
+from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Artifact, Job
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.service.settings import Settings
+from noisefa.testing.db import migrated, settings_for, sqlite_url
 from noisefa.worker import execution
-from tests.support.db import migrated, settings_for, sqlite_url
 
 SPEC = {
     "kind": "pretrain",

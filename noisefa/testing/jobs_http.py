@@ -36,18 +36,3 @@ def children(http: httpx.Client, parent_id: str) -> list[dict[str, Any]]:
     response = http.get("/v1/jobs", params={"parent_id": parent_id, "page_size": 100})
     assert response.status_code == 200, response.text
     return response.json()["items"]
-
-
-def train_body(**overrides: Any) -> dict[str, Any]:
-    """A small digits run on the CPU (one hidden layer of 100: FA+noise needs the width to
-    pull clearly ahead of FA after one epoch, as DESIGN.md's prototype measured)."""
-    body: dict[str, Any] = {
-        "kind": "train",
-        "model": {"hidden": [100], "seed": 0, "rule": "fa"},
-        "train": {"dataset": "digits", "epochs": 2, "batch_size": 64},
-        "device": "cpu",
-        "checkpoint_every": 2,
-        "metrics": {"probe_size": 64, "readout_size": 256},
-    }
-    body.update(overrides)
-    return body

@@ -19,10 +19,10 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .contract.errors import InvalidSpecError
+from .contract.evaluate_spec import SHIFT_IDENTITY, EvaluateSpec
 from .datasets import load_dataset
-from .errors import InvalidSpecError
 from .images import as_images, fit_inputs
-from .kinds import SHIFT_IDENTITY, EvaluateSpec
 from .metrics import evaluate
 from .run import resolve_device
 

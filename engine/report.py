@@ -15,9 +15,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from . import metric_names as mn
 from .compare import format_num, format_pm, summarize
-from .kinds import ExperimentSpec
+from .contract import metric_names as mn
+from .contract.experiment_spec import ExperimentSpec
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOTS = {

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from noisefa.engine.evaluate import PLOT_NAME, evaluate_checkpoint
-from noisefa.engine.kinds import parse_job
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.ood import PLOT_NAME, evaluate_checkpoint
 from noisefa.engine.run import run_job
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from noisefa.engine.experiment import PLOTS, aggregate_experiment
-from noisefa.engine.kinds import expand_experiment, parse_job
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.experiment_spec import expand_experiment
+from noisefa.engine.report import PLOTS, aggregate_experiment
 from noisefa.engine.run import run_job
 
 BODY = {

@@ -24,13 +24,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.commands.processes import free_port, spawn_noisefa, stop_process, wait_until_answers
+from noisefa.engine.contract.states import TERMINAL_STATES
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.migrate import upgrade
-from noisefa.service.models import TERMINAL_STATES, Job, JobMetric
+from noisefa.service.models import Job, JobMetric
 from noisefa.service.repositories.projects import create_project_key
 from noisefa.service.settings import Settings
-from tests.support import broker
-from tests.support.db import postgres_database
+from noisefa.testing import broker
+from noisefa.testing.db import postgres_database
 
 START_DEADLINE_S = 120.0
 

@@ -8,8 +8,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from noisefa.commands.processes import free_port, spawn_noisefa, stop_process, wait_until_answers
 
 START_TIMEOUT_S = 120.0
@@ -29,7 +27,7 @@ def start_server(home: Path, log: Path) -> Server:
     """``noisefa serve`` with only ``NOISEFA_HOME`` set (the embedded default), once it answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOISEFA_")}
     env["NOISEFA_HOME"] = str(home)
-    env.setdefault("OMP_NUM_THREADS", "1")  # see tests/support/stack.py: stack_env
+    env.setdefault("OMP_NUM_THREADS", "1")  # see noisefa/testing/stack.py: stack_env
     port = free_port()
     with log.open("ab") as out:
         process = spawn_noisefa(
@@ -40,7 +38,7 @@ def start_server(home: Path, log: Path) -> Server:
         wait_until_answers(url, process, START_TIMEOUT_S)
     except (RuntimeError, TimeoutError) as exc:
         stop_process(process, sig=signal.SIGINT)
-        pytest.fail(f"{exc}; its log:\n{log.read_text()[-3000:]}")
+        raise RuntimeError(f"{exc}; its log:\n{log.read_text()[-3000:]}") from exc
     return Server(url, home, process, log)
 
 
