@@ -2,11 +2,11 @@
 
     python benchmarks/api_latency.py --clients 50 --requests 40
 
-Starts its own production-shaped stack (a fresh Postgres database, Redis DB 8, local storage, the
-API as ``noisefa serve --no-worker``), stores one finished job, then has C concurrent
-clients (threads, one keep-alive connection each) each send R requests. The same run
-measures ``GET /healthz`` (no auth, no database: the floor of this server and client) the
-same way, so the figure that matters is the ratio of the two.
+Starts its own production-shaped stack (a fresh Postgres database, the benchmarks' Redis
+database, local storage, the API as ``noisefa serve --no-worker``), stores one finished job,
+then has C concurrent clients (threads, one keep-alive connection each) each send R
+requests. The same run measures ``GET /healthz`` (no auth, no database: the floor of this
+server and client) the same way, so the figure that matters is the ratio of the two.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
-from noisefa.testing.stack import Stack, local_stack
-
-REDIS_URL = "redis://127.0.0.1:6379/8"
+from noisefa.testing.specs import tiny_spec
+from noisefa.testing.stack import Stack, benchmark_stack
 
 
 def hammer(stack: Stack, path: str, clients: int, requests: int) -> tuple[list[float], float]:
@@ -64,18 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=40, help="Requests per client.")
     args = parser.parse_args(argv)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="noisefa-latency-") as tmp,
-        local_stack(Path(tmp), name="noisefa_latency", broker_url=REDIS_URL) as stack,
-    ):
+    with benchmark_stack("noisefa_latency") as stack:
         stack.use_workers(1)
-        job_id = stack.submit(
-            {
-                "kind": "pretrain",
-                "model": {"hidden": [8]},
-                "pretrain": {"dataset": "digits", "samples_per_epoch": 256},
-            }
-        )
+        job_id = stack.submit(tiny_spec())
         stack.wait_state(job_id, {"succeeded"}, 120)
         stack.use_workers(0)  # nothing else competes for the CPU while measuring
         hammer(stack, "/healthz", 4, 10)  # warm up connections and code paths

@@ -1,12 +1,12 @@
-"""Batched multi-run training vs the same runs one by one, same process, same machine.
+"""A stack of runs vs the same runs one by one, same process, same machine.
 
-Problem: the standard comparison on ``digits`` (64-100-10, Adam 1e-3, batch 64): conditions
+Problem: the ``comparison`` preset on ``digits`` (64-100-10, Adam 1e-3, batch 64): conditions
 ``bp``, ``fa`` and ``fa+noise`` (noise pretraining, ``--noise-samples`` samples) × 3 seeds = 9
 runs of ``--epochs`` data epochs, with every per-epoch metric the single-run trainer records.
 
 - sequential: ``run_job`` for each of the 9 specs in turn (the real single-run path).
-- batched: ``run_batched`` on all 9 specs (stacked weights, one bmm step for all runs;
-  the 3 pretrained runs pretrain as one batch of 3).
+- stacked: ``run_jobs`` on all 9 specs (stacked weights, one bmm step for all runs;
+  the 3 pretrained runs pretrain as one stack of 3).
 
 Both sides run once untimed first (imports, allocator, dataset cache), then ``--repeats``
 times; the fastest repeat of each counts. The two sides' metrics are compared as well.
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from noisefa.engine.batched import can_batch, run_batched
-from noisefa.engine.compare import comparison_specs
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.experiment_spec import expand_experiment
+from noisefa.engine.contract.presets import comparison_body
 from noisefa.engine.datasets import load_dataset
-from noisefa.engine.run import run_job
+from noisefa.engine.run import run_job, run_jobs
 
 
 def metrics(folder: Path) -> list[dict]:
@@ -43,7 +44,8 @@ def time_sequential(specs, root: Path) -> float:
 
 def time_batched(specs, root: Path) -> float:
     start = time.perf_counter()
-    run_batched(specs, [root / f"run{i}" for i in range(len(specs))])
+    outcomes = run_jobs(specs, [root / f"run{i}" for i in range(len(specs))])
+    assert all(isinstance(o, dict) for o in outcomes), outcomes
     return time.perf_counter() - start
 
 
@@ -66,15 +68,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    grouped = comparison_specs(
-        "digits",
-        seeds=(0, 1, 2),
-        epochs=args.epochs,
-        pretrain_samples=args.noise_samples,
-        device=args.device,
+    body = comparison_body(
+        seeds=3, epochs=args.epochs, pretrain_samples=args.noise_samples, device=args.device
     )
+    grouped = expand_experiment(parse_job(body))
     specs = [spec for condition in grouped.values() for spec in condition]
-    assert can_batch(specs), "the comparison's runs must share one shape"
     seq_times, bat_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats + 1):
@@ -94,7 +92,7 @@ def main() -> None:
         f"{args.noise_samples} noise samples, device {args.device}, {args.threads} thread(s)"
     )
     print(f"sequential run_job: {seq:.2f} s  ({samples / seq:,.0f} samples/s)")
-    print(f"run_batched:        {bat:.2f} s  ({samples / bat:,.0f} samples/s)")
+    print(f"run_jobs (a stack): {bat:.2f} s  ({samples / bat:,.0f} samples/s)")
     print(f"throughput ratio:   {seq / bat:.2f}x")
     print(f"largest metric difference (relative, absolute below 1e-2): {worst:.1e}")
 

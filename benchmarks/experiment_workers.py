@@ -4,46 +4,35 @@ report, once per worker count.
 
     python benchmarks/experiment_workers.py --seeds 3 --workers 1 2
 
-starts its own stack (a fresh Postgres database, Redis database 8, local storage in a
-temporary folder, the API and the workers) and tears it down after. Each worker runs one job
-at a time with one OpenMP thread, so W workers use W cores.
+starts its own stack (a fresh Postgres database, the benchmarks' Redis database, local
+storage in a temporary folder, the API and the workers) and tears it down after. Each worker
+runs one job at a time with one OpenMP thread, so W workers use W cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from noisefa.service.models import Job
-from noisefa.testing.stack import Stack, local_stack
-
-REDIS_URL = "redis://127.0.0.1:6379/8"
+from noisefa.testing.specs import experiment_spec, train_body
+from noisefa.testing.stack import Stack, benchmark_stack
 
 
 def experiment(seeds: int, epochs: int) -> dict[str, Any]:
     """BP vs FA vs FA after 60k noise samples, 64-100-10 MLP on digits, ``epochs`` epochs."""
-    return {
-        "kind": "experiment",
-        "base": {
-            "kind": "train",
-            "model": {"hidden": [100], "rule": "fa"},
-            "train": {"dataset": "digits", "epochs": epochs, "batch_size": 64},
-            "device": "cpu",
-            "checkpoint_every": epochs,
-            "metrics": {"probe_size": 64, "readout_size": 256},
-        },
-        "conditions": {
-            "bp": {"model": {"rule": "bp"}},
-            "fa": {},
-            "fa+noise": {"pretrain": {"epochs": 1, "samples_per_epoch": 60_000}},
-        },
-        "seeds": list(range(seeds)),
+    base = train_body(
+        train={"dataset": "digits", "epochs": epochs, "batch_size": 64}, checkpoint_every=epochs
+    )
+    conditions = {
+        "bp": {"model": {"rule": "bp"}},
+        "fa": {},
+        "fa+noise": {"pretrain": {"epochs": 1, "samples_per_epoch": 60_000}},
     }
+    return experiment_spec(base, conditions=conditions, seeds=list(range(seeds)))
 
 
 def run_once(stack: Stack, workers: int, body: dict[str, Any]) -> tuple[float, float, float]:
@@ -74,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     body = experiment(args.seeds, args.epochs)
     runs = len(body["conditions"]) * len(body["seeds"])
-    with (
-        tempfile.TemporaryDirectory(prefix="noisefa-bench-") as tmp,
-        local_stack(Path(tmp), name="noisefa_bench", broker_url=REDIS_URL) as stack,
-    ):
+    with benchmark_stack("noisefa_bench") as stack:
         for workers in args.workers:
             wall, busy, tail = run_once(stack, workers, body)
             print(

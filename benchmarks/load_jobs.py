@@ -3,8 +3,9 @@ workers; prints throughput and latency figures, and checks nothing was lost or d
 
     python benchmarks/load_jobs.py --jobs 500 --workers 2
 
-starts its own stack (a fresh Postgres database, Redis database 8, local storage in a
-temporary folder, the API and W ``noisefa worker`` processes) and tears it down after.
+starts its own stack (a fresh Postgres database, the benchmarks' Redis database, local
+storage in a temporary folder, the API and W ``noisefa worker`` processes) and tears it down
+after.
 ``tests/faults/test_fault_load.py`` runs the same measurement at CI size.
 """
 
@@ -12,13 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 from noisefa.testing.load import NO_QUOTA, run_load
-from noisefa.testing.stack import local_stack
-
-REDIS_URL = "redis://127.0.0.1:6379/8"
+from noisefa.testing.stack import benchmark_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16, help="Concurrent submitters.")
     args = parser.parse_args(argv)
 
-    with (
-        tempfile.TemporaryDirectory(prefix="noisefa-load-") as tmp,
-        local_stack(Path(tmp), name="noisefa_load", broker_url=REDIS_URL, **NO_QUOTA) as stack,
-    ):
+    with benchmark_stack("noisefa_load", **NO_QUOTA) as stack:
         result = run_load(stack, args.jobs, args.workers, threads=args.threads)
     sys.stdout.write(result.report() + "\n")
     ok = result.lost == 0 and result.duplicated_jobs == 0 and result.duplicated_metric_points == 0

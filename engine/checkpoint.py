@@ -4,28 +4,35 @@ Tensors: the model's state (forward weights, biases, feedback matrices, batch-no
 the optimizer's per-parameter state flattened to ``optim.<index>.<key>``, generator states as
 uint8 tensors (``rng.<name>``) and the loop's running sums (``extra.<name>``). The safetensors
 metadata holds one JSON document under ``"noisefa"``: format version, canonical spec and its
-fingerprint, model shape, phase, epoch, step, finished phases and the metric history (so a
-resumed run can rewrite ``metrics.jsonl``). Loading reads safetensors only: never pickle.
+fingerprint, model shape, phase, epoch, step, finished phases, the metric history (so a
+resumed run can rewrite ``metrics.jsonl``) and a sha256 of the tensors: safetensors notices a
+truncated file or a broken header, the digest notices a flipped byte in the data. Loading reads
+safetensors only: never pickle. A damaged file raises :class:`CorruptCheckpointError`, whose
+message names the file but not its folder (a worker's folders mean nothing to a client).
 
 File names order the checkpoints of a run: ``<phase>-<epoch:04d>.safetensors`` after ``epoch``
 full epochs, ``<phase>-<epoch:04d>-step<step:06d>.safetensors`` when stopped ``step`` steps into
-epoch ``epoch``.
+epoch ``epoch``. A run keeps the newest few and each phase's final one
+(:func:`names_to_prune`, the one retention rule for run folders and object storage).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .contract.errors import CheckpointError, InvalidSpecError
+from .contract.errors import CheckpointError, CorruptCheckpointError, InvalidSpecError
 from .contract.spec import JobSpec
 from .model import MLP, MLPConfig
 
@@ -33,6 +40,8 @@ FORMAT_VERSION = 1
 METADATA_KEY = "noisefa"
 CHECKPOINT_DIR = "checkpoints"
 PHASE_ORDER = ("pretrain", "train")
+# Checkpoints a run folder keeps besides each phase's final one (the service's is a setting).
+KEEP_LAST = 2
 _NAME = re.compile(r"^(pretrain|train)-(\d{4})(?:-step(\d{6}))?\.safetensors$")
 
 
@@ -109,6 +118,26 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return paths[-1] if paths else None
 
 
+def final_checkpoint_names(spec: JobSpec) -> set[str]:
+    """File names of the checkpoints that end each of the spec's phases (always kept)."""
+    return {checkpoint_name(phase, getattr(spec, phase).epochs) for phase in spec.phases()}
+
+
+def names_to_prune(newest_first: Sequence[str], keep: Collection[str], keep_last: int) -> list[str]:
+    """The retention rule: every name but the newest ``keep_last`` and those in ``keep``."""
+    return [name for name in newest_first[keep_last:] if name not in keep]
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order (CPU tensors)."""
+    hasher = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous()
+        hasher.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return hasher.hexdigest()
+
+
 def save_checkpoint(
     path: Path,
     *,
@@ -135,6 +164,7 @@ def save_checkpoint(
                     scalars[f"{index}.{name}"] = value
     tensors |= {f"rng.{k}": v for k, v in (generators or {}).items()}
     tensors |= {f"extra.{k}": v for k, v in (extra or {}).items()}
+    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {
         "format_version": FORMAT_VERSION,
         "spec": json.loads(spec.canonical_json()),
@@ -142,11 +172,11 @@ def save_checkpoint(
         "model_config": asdict(model.config),
         "progress": asdict(progress),
         "optimizer_scalars": scalars,
+        "tensors_sha256": tensors_digest(cpu),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     save_file(cpu, str(tmp), metadata={METADATA_KEY: json.dumps(meta, separators=(",", ":"))})
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
@@ -155,25 +185,40 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint (safetensors only); :class:`CheckpointError` if it is not ours."""
+    """Read a checkpoint (safetensors only).
+
+    :class:`CorruptCheckpointError` when the file is damaged; :class:`CheckpointError` when
+    it is missing, not ours, or of another format version.
+    """
     path = Path(path)
+    name = path.name
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint {name} not found")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from exc
+        raise CorruptCheckpointError(
+            f"{name} is not a readable safetensors checkpoint ({exc})"
+        ) from exc
     if raw is None:
-        raise CheckpointError(f"{path} is a safetensors file but not a noisefa checkpoint")
+        raise CheckpointError(f"{name} is a safetensors file but not a noisefa checkpoint")
     try:
         meta = json.loads(raw)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: checkpoint format {meta.get('format_version')} is not supported "
-                f"(expected {FORMAT_VERSION})"
-            )
+        version = meta.get("format_version")
+    except (ValueError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"checkpoint {name}: unreadable metadata ({exc})") from exc
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {name}: format {version} is not supported (expected {FORMAT_VERSION})"
+        )
+    expected = meta.get("tensors_sha256")  # absent from checkpoints written before it
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise CorruptCheckpointError(
+            f"checkpoint {name} is damaged: its tensors do not match the checksum written with them"
+        )
+    try:
         config = meta["model_config"]
         config["input_shape"] = tuple(config["input_shape"])
         return Checkpoint(
@@ -185,10 +230,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
             progress=Progress(**meta["progress"]),
             optimizer_scalars=meta["optimizer_scalars"],
         )
-    except CheckpointError:
-        raise
+    except ValidationError as exc:  # intact, but its spec is not one this version accepts
+        raise CheckpointError(f"checkpoint {name}: its stored spec is not valid ({exc})") from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: malformed noisefa metadata ({exc})") from exc
+        raise CorruptCheckpointError(f"checkpoint {name}: malformed metadata ({exc})") from exc
 
 
 def load_model_state(model: MLP, checkpoint: Checkpoint) -> None:
@@ -204,7 +249,7 @@ def load_model_state(model: MLP, checkpoint: Checkpoint) -> None:
     ]
     if problems:
         raise InvalidSpecError(
-            f"checkpoint {checkpoint.path} does not fit this model: " + "; ".join(problems)
+            f"checkpoint {checkpoint.path.name} does not fit this model: " + "; ".join(problems)
         )
     model.load_state_dict(state)
 
@@ -217,9 +262,9 @@ def model_from_checkpoint(path: Path, device: str | torch.device = "cpu") -> MLP
     return model.to(device).eval()
 
 
-def prune_checkpoints(out_dir: Path, keep: set[str], keep_last: int = 2) -> None:
+def prune_checkpoints(out_dir: Path, keep: set[str], keep_last: int = KEEP_LAST) -> None:
     """Delete old checkpoints, keeping the newest ``keep_last`` and the names in ``keep``."""
-    paths = list_checkpoints(out_dir)
-    for path in paths[: max(len(paths) - keep_last, 0)]:
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
+    folder = Path(out_dir) / CHECKPOINT_DIR
+    newest_first = [path.name for path in reversed(list_checkpoints(out_dir))]
+    for name in names_to_prune(newest_first, keep, keep_last):
+        (folder / name).unlink(missing_ok=True)

@@ -2,13 +2,13 @@
 
 A loaded :class:`Dataset` holds both splits as normalised float tensors on the training
 device, so batches are index slices with no host round trip. Torchvision sets are read from
-a data folder (argument, else ``$NOISEFA_DATA_DIR``); they are downloaded only when
-``$NOISEFA_DOWNLOAD=1``, otherwise a missing set fails with the folder and files it needs.
+the data folder the caller passes (the settings' ``data_dir``); they are downloaded only when
+the caller passes ``download=True``, otherwise a missing set fails with the folder and files
+it needs. The engine reads no environment variable: the caller decides both.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +18,14 @@ import torch
 
 from .contract.catalogue import (
     DIGITS_CLASSES,
-    DIGITS_SHAPE,
     MNIST_FILES,
     NPZ_PREFIX,
     TORCHVISION_SETS,
+    builtin_shape,
     known_datasets,
 )
 from .contract.errors import DatasetUnavailableError
 from .npz import read_npz
-
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "noisefa" / "data"
 
 
 @dataclass
@@ -46,13 +44,6 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def resolve_data_dir(data_dir: Path | str | None) -> Path:
-    """The data folder: the argument, else ``$NOISEFA_DATA_DIR``, else a per-user cache."""
-    if data_dir is not None:
-        return Path(data_dir)
-    return Path(os.environ.get("NOISEFA_DATA_DIR") or DEFAULT_DATA_DIR)
-
-
 def _unknown(name: str) -> DatasetUnavailableError:
     return DatasetUnavailableError(
         f"unknown dataset {name!r}; known: {', '.join(known_datasets())}, or npz:<path>"
@@ -68,10 +59,17 @@ def _local_npz(name: str, dataset_files: Mapping[str, Path] | None) -> Path | No
     return None
 
 
+def _read_named_npz(name: str, path: Path) -> tuple[dict[str, np.ndarray], int]:
+    """:func:`read_npz` with the dataset's name in its messages: the name the caller wrote
+    (``upload:<id>``, ``npz:<path>``), never the local file an upload was fetched to."""
+    try:
+        return read_npz(path)
+    except DatasetUnavailableError as exc:
+        raise DatasetUnavailableError(f"dataset {name!r}: {exc}") from exc
+
+
 def dataset_info(
-    name: str,
-    data_dir: Path | str | None = None,
-    dataset_files: Mapping[str, Path] | None = None,
+    name: str, dataset_files: Mapping[str, Path] | None = None
 ) -> tuple[tuple[int, ...], int]:
     """``(input_shape, num_classes)`` without loading the data (for noise-only jobs).
 
@@ -80,13 +78,10 @@ def dataset_info(
     """
     npz = _local_npz(name, dataset_files)
     if npz is not None:
-        arrays, num_classes = read_npz(npz)
+        arrays, num_classes = _read_named_npz(name, npz)
         return tuple(arrays["x_train"].shape[1:]), num_classes
-    if name == "digits":
-        return DIGITS_SHAPE, DIGITS_CLASSES
-    if name in TORCHVISION_SETS:
-        entry = TORCHVISION_SETS[name]
-        return entry.input_shape, entry.num_classes
+    if name in known_datasets():
+        return builtin_shape(name)
     raise _unknown(name)
 
 
@@ -95,11 +90,17 @@ def load_dataset(
     data_dir: Path | str | None = None,
     device: str | torch.device = "cpu",
     dataset_files: Mapping[str, Path] | None = None,
+    *,
+    download: bool = False,
 ) -> Dataset:
-    """Load a dataset by registry name (or from ``dataset_files``), normalised, onto ``device``."""
+    """Load a dataset by registry name (or from ``dataset_files``), normalised, onto ``device``.
+
+    Torchvision sets are read from ``data_dir`` (required for them) and fetched from the
+    network only when ``download`` is true.
+    """
     npz = _local_npz(name, dataset_files)
     if npz is not None:
-        arrays, num_classes = read_npz(npz)
+        arrays, num_classes = _read_named_npz(name, npz)
         x_train, x_test = _standardise(
             torch.from_numpy(arrays["x_train"].astype(np.float32)),
             torch.from_numpy(arrays["x_test"].astype(np.float32)),
@@ -110,7 +111,12 @@ def load_dataset(
         x_train, y_train, x_test, y_test = _load_digits()
         num_classes = DIGITS_CLASSES
     elif name in TORCHVISION_SETS:
-        x_train, y_train, x_test, y_test = _load_torchvision(name, resolve_data_dir(data_dir))
+        if data_dir is None:
+            raise DatasetUnavailableError(
+                f"dataset {name!r} is read from a data folder, and none was given "
+                "(set --data-dir or NOISEFA_DATA_DIR)"
+            )
+        x_train, y_train, x_test, y_test = _load_torchvision(name, Path(data_dir), download)
         num_classes = TORCHVISION_SETS[name].num_classes
     else:
         raise _unknown(name)
@@ -153,8 +159,9 @@ def _missing_message(name: str, folder: Path, files: list[str]) -> str:
     )
 
 
-def _load_torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, ...]:
-    """A torchvision set from ``data_dir`` as normalised tensors (no PIL, no per-sample loop)."""
+def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, ...]:
+    """A torchvision set from ``data_dir`` as normalised tensors (no PIL, no per-sample loop);
+    fetched from the network first when ``download`` is true."""
     import torchvision.datasets as tv
 
     entry = TORCHVISION_SETS[name]
@@ -165,7 +172,6 @@ def _load_torchvision(name: str, data_dir: Path) -> tuple[torch.Tensor, ...]:
     gz_ready = entry.files == MNIST_FILES and all(
         (folder / f"{f}.gz").is_file() for f in entry.files
     )
-    download = os.environ.get("NOISEFA_DOWNLOAD") == "1"
     if len(present) < len(entry.files) and not gz_ready and not download:
         missing = [f for f in entry.files if f not in present]
         if entry.files == MNIST_FILES:

@@ -1,6 +1,6 @@
 """Per-epoch measurements: losses, alignment and signal angles, effective dimension, readout.
 
-Formulas (DESIGN.md): the angle between two tensors is ``acos(<a, b> / (|a| |b|))`` in
+Formulas (docs/design.md): the angle between two tensors is ``acos(<a, b> / (|a| |b|))`` in
 degrees; the participation ratio of singular values σ is ``(Σσ²)² / Σσ⁴``; the effective
 rank is ``exp(H(σ / Σσ))``. These run once per epoch and may sync to the host.
 """

@@ -43,6 +43,21 @@ class NoiseSource:
             self.spec.mean - half_width, self.spec.mean + half_width, generator=self.generator
         )
 
+    def fill(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        """Draw a batch into ``x`` (B, *input_shape) and ``labels`` (B,), in place.
+
+        The same draws, in the same order, as :meth:`batch`: the stacked trainer fills each
+        run's slice of its static buffers this way (no allocation, CUDA-graph safe).
+        """
+        if self.spec.distribution == "normal":
+            x.normal_(self.spec.mean, self.spec.std, generator=self.generator)
+        else:
+            half_width = self.spec.std * math.sqrt(3.0)
+            x.uniform_(
+                self.spec.mean - half_width, self.spec.mean + half_width, generator=self.generator
+            )
+        labels.random_(0, self.num_classes, generator=self.generator)
+
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x, labels, target)``: target is the labels, or (B, C) uniform probabilities."""
         x = self.inputs(batch_size)

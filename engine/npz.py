@@ -15,17 +15,21 @@ from .contract.errors import DatasetUnavailableError
 
 
 def read_npz(path: Path) -> tuple[dict[str, np.ndarray], int]:
-    """Arrays of an uploaded ``.npz``, validated; refuses pickled (object) arrays."""
+    """Arrays of an uploaded ``.npz``, validated; refuses pickled (object) arrays.
+
+    Messages say what is wrong with the arrays and nothing of the file's place or other
+    contents (no path, no list of its members): the file may be a server's, the reader a
+    remote caller. Callers prefix the dataset's name.
+    """
     if not path.is_file():
-        raise DatasetUnavailableError(f"npz dataset not found: {path}")
+        raise DatasetUnavailableError("npz file not found")
     required = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in required if key not in npz.files]
             if missing:
                 raise DatasetUnavailableError(
-                    f"npz dataset {path}: missing arrays {missing}; "
-                    f"expected {list(required)}, found {npz.files}"
+                    f"missing arrays {missing}; expected {list(required)}"
                 )
             arrays = {key: npz[key] for key in required}
             extra = npz["num_classes"] if "num_classes" in npz.files else None
@@ -33,42 +37,42 @@ def read_npz(path: Path) -> tuple[dict[str, np.ndarray], int]:
         raise
     except ValueError as exc:
         raise DatasetUnavailableError(
-            f"npz dataset {path}: unreadable without pickle ({exc}); "
-            "arrays must be plain numeric arrays, object arrays are refused"
+            "unreadable without pickle; arrays must be plain numeric arrays, "
+            "object arrays are refused"
         ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetUnavailableError(f"npz dataset {path}: not a valid .npz file ({exc})") from exc
-    return arrays, _validate_arrays(path, arrays, extra)
+        raise DatasetUnavailableError("not a valid .npz file") from exc
+    return arrays, _validate_arrays(arrays, extra)
 
 
-def _validate_arrays(path: Path, arrays: dict[str, np.ndarray], extra: np.ndarray | None) -> int:
+def _validate_arrays(arrays: dict[str, np.ndarray], extra: np.ndarray | None) -> int:
     """Check dtypes, shapes, finiteness and labels; return the class count."""
-
-    def fail(message: str) -> DatasetUnavailableError:
-        return DatasetUnavailableError(f"npz dataset {path}: {message}")
-
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype.kind not in "fiu":
-            raise fail(f"x_{split} must be a numeric array, got dtype {x.dtype}")
+            raise DatasetUnavailableError(f"x_{split} must be a numeric array, got dtype {x.dtype}")
         if y.dtype.kind not in "iu":
-            raise fail(f"y_{split} must hold integer labels, got dtype {y.dtype}")
+            raise DatasetUnavailableError(
+                f"y_{split} must hold integer labels, got dtype {y.dtype}"
+            )
         if x.ndim < 2 or x.shape[0] == 0:
-            raise fail(f"x_{split} must have shape (N, ...) with N ≥ 1, got {x.shape}")
+            raise DatasetUnavailableError(
+                f"x_{split} must have shape (N, ...) with N ≥ 1, got {x.shape}"
+            )
         if y.shape != (x.shape[0],):
-            raise fail(
+            raise DatasetUnavailableError(
                 f"y_{split} must have shape ({x.shape[0]},) to match x_{split}, got {y.shape}"
             )
         if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise fail(f"x_{split} holds NaN or infinite values")
+            raise DatasetUnavailableError(f"x_{split} holds NaN or infinite values")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise fail(
+        raise DatasetUnavailableError(
             f"x_train samples have shape {arrays['x_train'].shape[1:]} but x_test "
             f"samples {arrays['x_test'].shape[1:]}"
         )
     if extra is not None:
         if extra.dtype.kind not in "iu" or extra.size != 1 or int(extra) < 1:
-            raise fail("num_classes must be one positive integer")
+            raise DatasetUnavailableError("num_classes must be one positive integer")
         num_classes = int(extra)
     else:
         num_classes = int(arrays["y_train"].max()) + 1
@@ -76,5 +80,7 @@ def _validate_arrays(path: Path, arrays: dict[str, np.ndarray], extra: np.ndarra
         y = arrays[f"y_{split}"]
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= num_classes:
-            raise fail(f"y_{split} labels must be in [0, {num_classes}), got [{low}, {high}]")
+            raise DatasetUnavailableError(
+                f"y_{split} labels must be in [0, {num_classes}), got [{low}, {high}]"
+            )
     return num_classes

@@ -58,12 +58,14 @@ def evaluate_checkpoint(
     *,
     device: str | None = None,
     data_dir: Path | None = None,
+    download: bool = False,
     dataset_files: Mapping[str, Path] | None = None,
 ) -> dict:
     """Accuracy of ``checkpoint``'s model per dataset × shift × severity.
 
     ``checkpoint`` is the file to evaluate (the caller resolves ``spec.init_from``, a job
-    id or path, to it); ``dataset_files`` maps non-registry names (``upload:<id>``) to local
+    id or path, to it); torchvision sets are read from ``data_dir`` (fetched only when
+    ``download``); ``dataset_files`` maps non-registry names (``upload:<id>``) to local
     ``.npz`` files. Returns (and writes as ``result.json``) ``{"checkpoint", "evaluations":
     [{dataset, shift, severity, accuracy}, ...], "plot"}``; the accuracy-vs-severity plot is
     written as ``accuracy_vs_severity.png`` in ``out_dir``.
@@ -79,7 +81,7 @@ def evaluate_checkpoint(
         raise InvalidSpecError("datasets: required for a checkpoint that trained on no dataset")
     evaluations = []
     for name in names:
-        data = load_dataset(name, data_dir, device, dataset_files)
+        data = load_dataset(name, data_dir, device, dataset_files, download=download)
         if data.num_classes != config.num_classes:
             raise InvalidSpecError(
                 f"datasets: {name!r} has {data.num_classes} classes, the model {config.num_classes}"

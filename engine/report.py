@@ -3,7 +3,8 @@
 Pure functions over metric histories (the ``metrics.jsonl`` / API format); the only I/O is
 writing ``report.json``, ``report.md`` and PNG plots into a given folder. A child that did not
 succeed marks its cell with its state and reason; the condition aggregates over the seeds
-that did, so one crashed run never hides the rest of the table.
+that did, so one crashed run never hides the rest of the table. The worker and
+``noisefa compare`` both aggregate here; how the table reads is :mod:`.report_format`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .compare import format_num, format_pm, summarize
 from .contract import metric_names as mn
 from .contract.experiment_spec import ExperimentSpec
+from .contract.states import JobState
+from .paired_stats import paired_difference
+from .report_format import PAIRED_METRICS, format_report_md, format_report_table
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PLOTS = {
@@ -34,13 +37,16 @@ def aggregate_experiment(
 
     Writes ``report.json``, ``report.md`` and the plots into ``out_dir``; returns the report:
     ``{"target_accuracy", "seeds", "conditions": {name: {state, seeds_succeeded, cells,
-    final_test_accuracy: {mean, std}, best_test_accuracy, epoch1_test_accuracy,
-    epochs_to_target: {mean, seeds_reached}, alignment_angle: {before_pretrain,
-    after_pretrain, final}, eff_dim_1_final, gen_gap_final, test_accuracy_by_epoch,
-    test_accuracy_std_by_epoch, alignment_angle_by_epoch, eff_dim_by_epoch}}, "plots",
-    "table"}``. ``*_by_epoch`` lists are means over the succeeded seeds, indexed by train
-    epoch; the angle and eff_dim series are ``{"epochs": [...], "mean": [...]}`` with
-    pretraining at epochs ≤ 0 (its last epoch is train epoch 0).
+    per_seed, final_test_accuracy: {mean, std}, best_test_accuracy, epoch1_test_accuracy,
+    epochs_to_target: {mean, seeds_reached}, alignment_angle: {layer, before_pretrain,
+    after_pretrain, final}, alignment_angle_final_by_layer: {layer: {mean, std}},
+    eff_dim_1_final, gen_gap_final, test_accuracy_by_epoch, test_accuracy_std_by_epoch,
+    alignment_angle_by_epoch, eff_dim_by_epoch}}, "paired", "plots", "table"}``.
+    ``per_seed`` holds each metric's value per cell (``None`` where the run did not succeed);
+    ``paired`` compares every pair of conditions over their common seeds
+    (:func:`paired_comparisons`). ``*_by_epoch`` lists are means over the succeeded seeds,
+    indexed by train epoch; the angle and eff_dim series are ``{"epochs": [...], "mean":
+    [...]}`` with pretraining at epochs ≤ 0 (its last epoch is train epoch 0).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,15 +57,16 @@ def aggregate_experiment(
             _cell(seed, runs[i] if i < len(runs) else None) for i, seed in enumerate(spec.seeds)
         ]
         histories = [
-            run["history"]
+            run["history"] if cell["state"] == JobState.SUCCEEDED else None
             for run, cell in zip(runs, cells, strict=False)
-            if cell["state"] == "succeeded"
         ]
-        conditions[name] = _condition(name, cells, histories, spec.target_accuracy)
+        histories += [None] * (len(cells) - len(histories))
+        conditions[name] = _condition(cells, histories, spec.target_accuracy)
     report = {
         "target_accuracy": spec.target_accuracy,
         "seeds": list(spec.seeds),
         "conditions": conditions,
+        "paired": paired_comparisons(conditions, list(spec.seeds)),
         "plots": list(PLOTS.values()),
     }
     report["table"] = format_report_table(report)
@@ -75,7 +82,7 @@ def _cell(seed: int, run: dict | None) -> dict[str, Any]:
         return {"seed": seed, "state": "missing", "reason": "missing", "message": "no result"}
     state = run.get("state", "failed")
     cell: dict[str, Any] = {"seed": seed, "state": state, "reason": None, "message": None}
-    if state != "succeeded":
+    if state != JobState.SUCCEEDED:
         error = run.get("error") or {}
         cell["reason"] = error.get("reason", state)
         cell["message"] = error.get("message")
@@ -83,48 +90,157 @@ def _cell(seed: int, run: dict | None) -> dict[str, Any]:
 
 
 def _condition(
-    name: str, cells: list[dict], histories: list[list[dict]], target: float
+    cells: list[dict], histories: list[list[dict] | None], target: float
 ) -> dict[str, Any]:
-    ok = len(histories)
+    """One condition's entry: its cells (``histories[i]`` is cell i's, ``None`` when it did
+    not succeed), each cell's values, and the summary over the seeds that succeeded."""
+    succeeded = [h for h in histories if h is not None]
+    ok = len(succeeded)
     state = "succeeded" if ok == len(cells) else "failed" if ok == 0 else "partial"
     entry: dict[str, Any] = {"state": state, "seeds_succeeded": ok, "cells": cells}
-    if not histories:
+    if not succeeded:
         return entry
-    row = summarize({name: histories}, target)[0]
-    last_layer = max(_layers(h) for h in histories)
-    entry |= {
-        "final_test_accuracy": _ms(row, "final_accuracy"),
-        "best_test_accuracy": _ms(row, "best_accuracy"),
-        "epoch1_test_accuracy": _ms(row, "epoch1_accuracy"),
-        "epochs_to_target": {
-            "mean": row["epochs_to_target_mean"],
-            "seeds_reached": row["seeds_reaching_target"],
-        },
-        "alignment_angle": {
-            "layer": last_layer,
-            "before_pretrain": row["angle_before_pretrain"],
-            "after_pretrain": row["angle_after_pretrain"],
-            "final": row["angle_final"],
-        },
-        "eff_dim_1_final": _ms(row, "eff_dim_1_final"),
-        "gen_gap_final": _ms(row, "gen_gap_final"),
+    last_layer = max(_last_layer(h) for h in succeeded)
+    values = [_seed_values(h, target, last_layer) if h else {} for h in histories]
+    per_seed = {key: [v.get(key) for v in values] for key in SEED_METRICS}
+    layers = sorted({layer for v in values for layer in v.get("angle_by_layer", {})})
+    entry["per_seed"] = per_seed | {
+        "alignment_angle_final_by_layer": {
+            str(layer): [v.get("angle_by_layer", {}).get(layer) for v in values] for layer in layers
+        }
     }
-    accuracy = _by_epoch(histories, mn.TEST_ACCURACY, include_pretrain=False)
+    entry |= _summary(per_seed, last_layer)
+    entry["alignment_angle_final_by_layer"] = {
+        layer: _mean_std(seeds)
+        for layer, seeds in entry["per_seed"]["alignment_angle_final_by_layer"].items()
+    }
+    accuracy = _by_epoch(succeeded, mn.TEST_ACCURACY, include_pretrain=False)
     entry["test_accuracy_by_epoch"] = accuracy["mean"]
     entry["test_accuracy_std_by_epoch"] = accuracy["std"]
     angle = mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer)
-    entry["alignment_angle_by_epoch"] = _by_epoch(histories, angle, include_pretrain=True)
+    entry["alignment_angle_by_epoch"] = _by_epoch(succeeded, angle, include_pretrain=True)
     entry["eff_dim_by_epoch"] = _by_epoch(
-        histories, mn.layer_metric(mn.EFF_DIM, 1), include_pretrain=True
+        succeeded, mn.layer_metric(mn.EFF_DIM, 1), include_pretrain=True
     )
     return entry
 
 
-def _ms(row: dict, key: str) -> dict[str, float | None]:
-    return {"mean": row[f"{key}_mean"], "std": row[f"{key}_std"]}
+# What each succeeded run contributes to its condition's summary and the paired statistics.
+SEED_METRICS = (
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "epoch1_test_accuracy",
+    "epochs_to_target",
+    "angle_before_pretrain",
+    "angle_after_pretrain",
+    "angle_final",
+    "eff_dim_1_final",
+    "gen_gap_final",
+)
 
 
-def _layers(history: list[dict]) -> int:
+def _seed_values(history: list[dict], target: float, last_layer: int) -> dict[str, Any]:
+    """One run's values: test accuracy (final, best, after epoch 1), the first epoch at
+    ``target`` test accuracy, the last layer's alignment angle before and after pretraining
+    and at the end, every layer's final angle, layer 1's final eff_dim, the final gen gap;
+    ``None`` for what the run did not record."""
+    accuracy = _series(history, mn.TEST_ACCURACY, "train")
+    pre = _series(history, mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer), "pretrain")
+    reached = [e for e in sorted(accuracy) if accuracy[e] >= target]
+    prefix = mn.ALIGNMENT_ANGLE + "/"
+    angle_by_layer = {
+        int(p["name"][len(prefix) :]): p["value"]
+        for p in history
+        if p["phase"] == "train" and p["name"].startswith(prefix)
+    }  # later epochs overwrite earlier ones: the final angle per layer
+
+    def final(name: str) -> float | None:
+        series = _series(history, name, "train")
+        return series[max(series)] if series else None
+
+    return {
+        "final_test_accuracy": accuracy[max(accuracy)] if accuracy else None,
+        "best_test_accuracy": max(accuracy.values()) if accuracy else None,
+        "epoch1_test_accuracy": accuracy.get(1),
+        "epochs_to_target": reached[0] if reached else None,
+        "angle_before_pretrain": pre[min(pre)] if pre else None,
+        "angle_after_pretrain": pre[max(pre)] if pre else None,
+        "angle_final": final(mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer)),
+        "eff_dim_1_final": final(mn.layer_metric(mn.EFF_DIM, 1)),
+        "gen_gap_final": final(mn.GEN_GAP),
+        "angle_by_layer": angle_by_layer,
+    }
+
+
+def _summary(per_seed: dict[str, list], last_layer: int) -> dict[str, Any]:
+    """Over the seeds that recorded it: mean ± std of each value; epochs to target as the
+    mean over the seeds that reached it; the last layer's angles as means."""
+    to_target = _present(per_seed["epochs_to_target"])
+    return {
+        "final_test_accuracy": _mean_std(per_seed["final_test_accuracy"]),
+        "best_test_accuracy": _mean_std(per_seed["best_test_accuracy"]),
+        "epoch1_test_accuracy": _mean_std(per_seed["epoch1_test_accuracy"]),
+        "epochs_to_target": {
+            "mean": statistics.fmean(to_target) if to_target else None,
+            "seeds_reached": len(to_target),
+        },
+        "alignment_angle": {
+            "layer": last_layer,
+            "before_pretrain": _mean_std(per_seed["angle_before_pretrain"])["mean"],
+            "after_pretrain": _mean_std(per_seed["angle_after_pretrain"])["mean"],
+            "final": _mean_std(per_seed["angle_final"])["mean"],
+        },
+        "eff_dim_1_final": _mean_std(per_seed["eff_dim_1_final"]),
+        "gen_gap_final": _mean_std(per_seed["gen_gap_final"]),
+    }
+
+
+def paired_comparisons(conditions: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+    """Every pair of conditions ``(a, b)`` in the spec's order (``a`` first), with
+    :func:`.paired_stats.paired_difference` of ``b - a`` over their common succeeded seeds
+    for each of :data:`PAIRED_METRICS`. Every pair rather than one reference condition: an
+    experiment names no reference, and with a handful of conditions every pair stays short."""
+    pairs = []
+    names = list(conditions)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            metrics = {
+                key: paired_difference(
+                    _by_seed(conditions[a], seeds, key), _by_seed(conditions[b], seeds, key)
+                )
+                for key in PAIRED_METRICS
+            }
+            pairs.append({"a": a, "b": b, "metrics": metrics})
+    return pairs
+
+
+def _by_seed(condition: dict[str, Any], seeds: list[int], key: str) -> dict[int, float]:
+    values = condition.get("per_seed", {}).get(key) or [None] * len(seeds)
+    return {seed: v for seed, v in zip(seeds, values, strict=True) if v is not None}
+
+
+def _series(history: list[dict], name: str, phase: str) -> dict[int, float]:
+    """Epoch → value of one metric in one phase."""
+    return {p["epoch"]: p["value"] for p in history if p["name"] == name and p["phase"] == phase}
+
+
+def _present(values: list) -> list:
+    return [v for v in values if v is not None]
+
+
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    """Mean and sample std of the values present (std 0 for one value)."""
+    values = _present(values)
+    if not values:
+        return {"mean": None, "std": None}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def _last_layer(history: list[dict]) -> int:
+    """The highest layer with an alignment angle (the readout), 1 when there is none."""
     prefix = mn.ALIGNMENT_ANGLE + "/"
     return max(
         (int(p["name"][len(prefix) :]) for p in history if p["name"].startswith(prefix)), default=1
@@ -149,74 +265,6 @@ def _by_epoch(histories: list[list[dict]], name: str, *, include_pretrain: bool)
         "mean": [statistics.fmean(per_epoch[e]) for e in epochs],
         "std": [statistics.stdev(per_epoch[e]) if len(per_epoch[e]) > 1 else 0.0 for e in epochs],
     }
-
-
-def format_report_table(report: dict) -> list[dict[str, str]]:
-    """The human table: one row of formatted columns per condition (accuracies in %)."""
-    rows = []
-    for name, c in report["conditions"].items():
-        cells = c["cells"]
-        row = {
-            "condition": name,
-            "runs ok": f"{c['seeds_succeeded']}/{len(cells)}",
-            "final test acc %": "-",
-            "best test acc %": "-",
-            f"epochs to {report['target_accuracy']:.0%}": "-",
-            "angle before PT": "-",
-            "angle after PT": "-",
-            "angle final": "-",
-            "eff_dim W1": "-",
-            "gen gap": "-",
-        }
-        if c["seeds_succeeded"]:
-            to_target = c["epochs_to_target"]
-            reached = format_num(to_target["mean"])
-            if to_target["mean"] is not None and to_target["seeds_reached"] < c["seeds_succeeded"]:
-                reached += f" ({to_target['seeds_reached']}/{c['seeds_succeeded']})"
-            angles = c["alignment_angle"]
-            row |= {
-                "final test acc %": format_pm(**c["final_test_accuracy"]),
-                "best test acc %": format_pm(**c["best_test_accuracy"]),
-                f"epochs to {report['target_accuracy']:.0%}": reached,
-                "angle before PT": format_num(angles["before_pretrain"]),
-                "angle after PT": format_num(angles["after_pretrain"]),
-                "angle final": format_num(angles["final"]),
-                "eff_dim W1": format_pm(**c["eff_dim_1_final"], scale=1.0),
-                "gen gap": format_pm(**c["gen_gap_final"], scale=1.0, digits=3),
-            }
-        rows.append(row)
-    return rows
-
-
-def format_report_md(report: dict) -> str:
-    """``report.md``: the table as Markdown, failed cells with their reasons, the plots."""
-    table = report["table"]
-    lines = ["# Experiment report", ""]
-    lines.append(
-        f"Seeds {report['seeds']}; accuracies in % (mean ± std over the seeds that "
-        "succeeded); angles in degrees (last layer); eff_dim is layer 1's participation ratio."
-    )
-    lines.append("")
-    if table:
-        header = list(table[0])
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(" --- " for _ in header) + "|")
-        lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in table]
-    failed = [
-        (name, cell)
-        for name, c in report["conditions"].items()
-        for cell in c["cells"]
-        if cell["state"] != "succeeded"
-    ]
-    if failed:
-        lines += ["", "## Runs that did not succeed", ""]
-        lines += [
-            f"- {name}, seed {cell['seed']}: {cell['state']} ({cell['reason']})"
-            + (f": {cell['message']}" if cell["message"] else "")
-            for name, cell in failed
-        ]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
-    return "\n".join(lines) + "\n"
 
 
 def write_plots(report: dict, out_dir: Path) -> None:

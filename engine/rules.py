@@ -5,7 +5,9 @@ shape: backprop (``bp``) uses the weight itself, feedback alignment (``fa``) a f
 matrix ``B`` (a buffer, never trained). Both go through one ``torch.autograd.Function``, so
 the only difference between the rules is which matrix is handed to it. New rules (DFA,
 sign-symmetry, a conv FA layer) register a layer class in :data:`RULES`; the model and the
-training loop look rules up by name and never branch on them.
+training loop look rules up by name and never branch on them. The stacked trainer
+(:mod:`.stacked_model`) asks the same class for its backward matrix over a stack of runs
+(:meth:`RuleLinear.stacked_feedback`), so a new rule plugs into both paths at once.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ class RuleLinear(nn.Module):
         """The matrix the input gradient is multiplied by."""
         return self.weight
 
+    @property
+    def fixed_matrix(self) -> torch.Tensor | None:
+        """The rule's own untrained matrix (a buffer), if it has one; stacked with the run."""
+        return None
+
+    @staticmethod
+    def stacked_feedback(weight: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """(R, out, in): the backward matrix of a stack of runs of this rule, from their
+        stacked weights and stacked :attr:`fixed_matrix` (zeros where a rule has none)."""
+        return weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feedback = self.weight if self.tied else self.feedback
         return FeedbackLinearFunction.apply(x, self.weight, self.bias, feedback)
@@ -133,6 +146,14 @@ class FALinear(RuleLinear):
     @property
     def feedback(self) -> torch.Tensor:
         return self.fixed_feedback
+
+    @property
+    def fixed_matrix(self) -> torch.Tensor | None:
+        return self.fixed_feedback
+
+    @staticmethod
+    def stacked_feedback(weight: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        return fixed
 
 
 RULES: dict[str, type[RuleLinear]] = {"bp": BPLinear, "fa": FALinear}

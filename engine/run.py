@@ -1,31 +1,35 @@
-"""Run one job end to end: set up data, model and phases, train, write ``result.json``.
+"""Run jobs end to end: set up data, model and phases, train, write ``result.json``.
 
-This is the engine's entry point for the CLI and the worker. Re-running a job into the same
-folder resumes from its newest checkpoint; a folder holding another spec's checkpoints is
-refused rather than overwritten.
+This is the engine's entry point for the CLI and the worker: :func:`run_job` for one job,
+:func:`run_jobs` for several trained as one stack (one job is a stack of one). Re-running a
+job into the same folder resumes from its newest intact checkpoint (a damaged one is skipped
+with a warning); a folder holding another spec's checkpoints is refused, not overwritten.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from .callbacks import RunCallbacks
-from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, load_model_state
-from .contract import metric_names as mn
-from .contract.errors import CheckpointError, InvalidSpecError
+from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint, load_model_state
+from .contract.errors import (
+    CheckpointError,
+    CorruptCheckpointError,
+    EngineError,
+    InvalidSpecError,
+)
 from .contract.spec import JobSpec, MetaLossSpec, NoiseSpec
 from .datasets import Dataset, dataset_info, load_dataset
+from .member import Member, Phase, derive_seed
 from .meta import MetaLoss
 from .model import MLP, build_model
 from .noise import NoiseSource
-from .trainer import Phase, Trainer, derive_seed
+from .result import write_result
+from .trainer import train_stack
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +50,109 @@ def run_job(
     device: str | None = None,
     callbacks: RunCallbacks | None = None,
     data_dir: Path | None = None,
+    download: bool = False,
     init_checkpoint: Path | None = None,
     dataset_files: Mapping[str, Path] | None = None,
 ) -> dict:
     """Run (or resume) ``spec`` into ``out_dir`` and return the ``result.json`` content.
 
     ``init_checkpoint`` (else ``spec.init_from`` as a path) supplies the starting weights and
-    feedback matrices of a fresh run. ``dataset_files`` maps dataset names that are not in
-    the registry (``upload:<id>``) to local ``.npz`` files. Raises :class:`RunStopped` when
-    ``callbacks`` asked to stop (a checkpoint is on disk), engine errors for bad inputs;
-    torch's OOM propagates.
+    feedback matrices of a fresh run. Torchvision sets are read from ``data_dir`` and fetched
+    only when ``download`` is true (the caller's settings decide both). ``dataset_files``
+    maps dataset names that are not in the registry (``upload:<id>``) to local ``.npz``
+    files. Raises :class:`RunStopped` when ``callbacks`` asked to stop (a checkpoint is on
+    disk), :class:`TrainingDiverged` when the loss stopped being finite, engine errors for
+    bad inputs; torch's OOM propagates. One job is a stack of one (:func:`run_jobs`).
     """
-    out_dir = Path(out_dir)
+    (outcome,) = run_jobs(
+        [spec],
+        [out_dir],
+        device=device,
+        callbacks=[callbacks],
+        data_dir=data_dir,
+        download=download,
+        init_checkpoints=[init_checkpoint],
+        dataset_files=dataset_files,
+    )
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_jobs(
+    specs: Sequence[JobSpec],
+    out_dirs: Sequence[Path],
+    *,
+    device: str | None = None,
+    callbacks: Sequence[RunCallbacks | None] | None = None,
+    data_dir: Path | None = None,
+    download: bool = False,
+    init_checkpoints: Sequence[Path | None] | None = None,
+    dataset_files: Mapping[str, Path] | None = None,
+) -> list[dict | BaseException]:
+    """Run (or resume) ``specs[i]`` into ``out_dirs[i]`` as one stack; per run its
+    ``result.json`` content, or the exception that ended it.
+
+    Each run is what :func:`run_job` would make of it alone (folder, metrics, checkpoints,
+    resume from its own newest checkpoint); runs that fit together train as one stacked
+    computation (see :func:`~.trainer.train_stack`). A run that fails to set up, stops
+    (:class:`RunStopped`) or diverges leaves the others going; torch's OOM propagates.
+    """
+    if len(specs) != len(out_dirs):
+        raise ValueError(f"{len(specs)} specs but {len(out_dirs)} output folders")
+    count = len(specs)
+    callbacks = list(callbacks) if callbacks is not None else [None] * count
+    inits = list(init_checkpoints) if init_checkpoints is not None else [None] * count
+    datasets: dict[tuple[str, str], Dataset] = {}
+    outcomes: list[dict | BaseException | None] = [None] * count
+    members, resumes, slots = [], [], []
+    for i, (spec, out_dir) in enumerate(zip(specs, out_dirs, strict=True)):
+        try:
+            member, resume = _prepare(
+                spec,
+                Path(out_dir),
+                device=device,
+                callbacks=callbacks[i],
+                data_dir=data_dir,
+                download=download,
+                init_checkpoint=inits[i],
+                dataset_files=dataset_files,
+                datasets=datasets,
+            )
+        except EngineError as exc:
+            outcomes[i] = exc
+            continue
+        members.append(member)
+        resumes.append(resume)
+        slots.append(i)
+    for i, member, left in zip(slots, members, train_stack(members, resumes), strict=True):
+        if left is None:
+            left = write_result(
+                member.spec, member.progress.history, member.last_checkpoint, member.out_dir
+            )
+        outcomes[i] = left
+    return outcomes
+
+
+def _prepare(
+    spec: JobSpec,
+    out_dir: Path,
+    *,
+    device: str | None,
+    callbacks: RunCallbacks | None,
+    data_dir: Path | None,
+    download: bool,
+    init_checkpoint: Path | None,
+    dataset_files: Mapping[str, Path] | None,
+    datasets: dict[tuple[str, str], Dataset],
+) -> tuple[Member, Checkpoint | None]:
+    """One run's member of the stack (data, model, phases) and the checkpoint it resumes."""
     device = resolve_device(device or spec.device)
     resume = _find_resume(spec, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    dataset, input_shape, num_classes = _data_and_shape(spec, data_dir, device, dataset_files)
-
+    dataset, input_shape, num_classes = _data_and_shape(
+        spec, data_dir, device, dataset_files, download=download, datasets=datasets
+    )
     model = build_model(spec.model, input_shape, num_classes, device)
     if resume is not None:
         load_model_state(model, resume)
@@ -71,8 +160,7 @@ def run_job(
         init = init_checkpoint or (Path(spec.init_from) if spec.init_from else None)
         if init is not None:
             load_model_state(model, load_checkpoint(init))
-
-    trainer = build_trainer(
+    member = build_member(
         spec,
         model,
         dataset,
@@ -80,13 +168,13 @@ def run_job(
         device=device,
         callbacks=callbacks,
         data_dir=data_dir,
+        download=download,
         dataset_files=dataset_files,
     )
-    progress = trainer.run(resume)
-    return write_result(spec, progress.history, trainer.last_checkpoint, out_dir)
+    return member, resume
 
 
-def build_trainer(
+def build_member(
     spec: JobSpec,
     model: MLP,
     dataset: Dataset | None,
@@ -95,12 +183,10 @@ def build_trainer(
     device: str,
     callbacks: RunCallbacks | None = None,
     data_dir: Path | None = None,
+    download: bool = False,
     dataset_files: Mapping[str, Path] | None = None,
-) -> Trainer:
-    """The trainer of one run: its phases (with meta-loss tasks) and fixed readout noise.
-
-    Shared by :func:`run_job` and the batched trainer, so both measure a run identically.
-    """
+) -> Member:
+    """One run's member of a stack: its phases (with meta-loss tasks) and fixed readout noise."""
     input_shape, num_classes = model.config.input_shape, model.config.num_classes
     noise_spec = spec.pretrain.noise if spec.pretrain is not None else NoiseSpec()
     phases = _plan_phases(spec, dataset, noise_spec, input_shape, num_classes, device)
@@ -108,40 +194,49 @@ def build_trainer(
         block = spec.pretrain if phase.name == "pretrain" else spec.train
         if block is not None and block.meta_loss is not None:
             phase.meta = build_meta_loss(
-                block.meta_loss, spec, input_shape, num_classes, device, data_dir, dataset_files
+                block.meta_loss,
+                spec,
+                input_shape,
+                num_classes,
+                device,
+                data_dir,
+                dataset_files,
+                download=download,
             )
     readout_gen = torch.Generator(device=device)
     readout_gen.manual_seed(derive_seed(spec.model.seed, "readout"))
     readout_x = NoiseSource(noise_spec, input_shape, num_classes, generator=readout_gen).inputs(
         spec.metrics.readout_size
     )
-    return Trainer(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
-
-
-def write_result(
-    spec: JobSpec, history: list[dict[str, Any]], final_checkpoint: Path | None, out_dir: Path
-) -> dict:
-    """Write ``result.json`` atomically into ``out_dir`` and return its content."""
-    result = build_result(spec, history, final_checkpoint, out_dir)
-    tmp = out_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out_dir / "result.json")
-    return result
+    return Member(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
 
 
 def _find_resume(spec: JobSpec, out_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint in ``out_dir`` if it is this spec's; refuse another spec's."""
-    path = latest_checkpoint(out_dir) if out_dir.is_dir() else None
-    if path is None:
-        return None
-    checkpoint = load_checkpoint(path)
-    if checkpoint.fingerprint != spec.fingerprint():
-        raise CheckpointError(
-            f"{out_dir} holds checkpoints of a different spec (fingerprint "
-            f"{checkpoint.fingerprint}, this spec {spec.fingerprint()}); "
-            "use another output folder"
+    """The newest intact checkpoint in ``out_dir`` if it is this spec's; refuse another spec's.
+
+    Damaged checkpoints are skipped, newest first; :class:`CorruptCheckpointError` when every
+    one is. Messages name files, not the folder (for a worker it is a server path).
+    """
+    paths = list_checkpoints(out_dir) if out_dir.is_dir() else []
+    for path in reversed(paths):
+        try:
+            checkpoint = load_checkpoint(path)
+        except CorruptCheckpointError as exc:
+            log.warning("skipping a damaged checkpoint: %s", exc)
+            continue
+        if checkpoint.fingerprint != spec.fingerprint():
+            raise CheckpointError(
+                f"the output folder holds checkpoints of a different spec (fingerprint "
+                f"{checkpoint.fingerprint}, this spec {spec.fingerprint()}); "
+                "use another output folder"
+            )
+        return checkpoint
+    if paths:
+        raise CorruptCheckpointError(
+            f"none of the {len(paths)} checkpoints in the output folder is intact "
+            f"({', '.join(path.name for path in paths)}); use another output folder"
         )
-    return checkpoint
+    return None
 
 
 def build_meta_loss(
@@ -152,10 +247,12 @@ def build_meta_loss(
     device: str,
     data_dir: Path | None,
     dataset_files: Mapping[str, Path] | None,
+    *,
+    download: bool = False,
 ) -> MetaLoss:
     """A phase's meta-loss measurer with its task datasets loaded onto the device."""
     tasks = {
-        name: load_dataset(name, data_dir, device, dataset_files)
+        name: load_dataset(name, data_dir, device, dataset_files, download=download)
         for name in dict.fromkeys(meta_spec.tasks)
     }
     return MetaLoss(
@@ -168,14 +265,26 @@ def _data_and_shape(
     data_dir: Path | None,
     device: str,
     dataset_files: Mapping[str, Path] | None = None,
+    *,
+    download: bool = False,
+    datasets: dict[tuple[str, str], Dataset] | None = None,
 ) -> tuple[Dataset | None, tuple[int, ...], int]:
-    """The training data (if any) on the device, and the network's input shape and classes."""
+    """The training data (if any) on the device, and the network's input shape and classes.
+
+    ``datasets`` caches loaded sets by (name, device): the runs of a stack share one copy.
+    """
     dataset = None
     if spec.train is not None:
-        dataset = load_dataset(spec.train.dataset, data_dir, device, dataset_files)
+        key = (spec.train.dataset, device)
+        cache = datasets if datasets is not None else {}
+        if key not in cache:
+            cache[key] = load_dataset(
+                spec.train.dataset, data_dir, device, dataset_files, download=download
+            )
+        dataset = cache[key]
         if spec.shape_dataset == dataset.name:
             return dataset, dataset.input_shape, dataset.num_classes
-    input_shape, num_classes = dataset_info(spec.shape_dataset, data_dir, dataset_files)
+    input_shape, num_classes = dataset_info(spec.shape_dataset, dataset_files)
     if dataset is not None and (dataset.input_shape, dataset.num_classes) != (
         tuple(input_shape),
         num_classes,
@@ -226,56 +335,3 @@ def _plan_phases(
             )
         )
     return phases
-
-
-def build_result(
-    spec: JobSpec, history: list[dict[str, Any]], final_checkpoint: Path | None, out_dir: Path
-) -> dict:
-    """``result.json``: spec, last epoch's metrics, a per-phase summary, final checkpoint."""
-    phases = []
-    for name in spec.phases():
-        points = [p for p in history if p["phase"] == name]
-        if not points:
-            continue
-        last_epoch = max(p["epoch"] for p in points)
-        phases.append({"name": name, "epochs": last_epoch})
-    final_metrics: dict[str, float] = {}
-    if phases:
-        last = phases[-1]
-        final_metrics = {
-            p["name"]: p["value"]
-            for p in history
-            if p["phase"] == last["name"] and p["epoch"] == last["epochs"]
-        }
-    return {
-        "spec": json.loads(spec.canonical_json()),
-        "final_metrics": final_metrics,
-        "summary": summarize_history(history),
-        "final_checkpoint": (
-            final_checkpoint.relative_to(out_dir).as_posix() if final_checkpoint else None
-        ),
-        "phases": phases,
-    }
-
-
-def summarize_history(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per phase: first and last alignment angle of the readout layer, best test accuracy."""
-    summary: dict[str, Any] = {}
-    layers = [int(p["name"].split("/")[1]) for p in history if p["name"].startswith("alignment")]
-    last_layer = max(layers, default=0)
-    angle_name = mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer)
-    for phase in dict.fromkeys(p["phase"] for p in history):
-        points = [p for p in history if p["phase"] == phase]
-        angles = sorted((p["epoch"], p["value"]) for p in points if p["name"] == angle_name)
-        tests = [(p["value"], p["epoch"]) for p in points if p["name"] == mn.TEST_ACCURACY]
-        entry: dict[str, Any] = {
-            "epochs": max(p["epoch"] for p in points),
-            "last_layer": last_layer,
-            "alignment_angle_first": angles[0][1] if angles else None,
-            "alignment_angle_last": angles[-1][1] if angles else None,
-        }
-        if tests:
-            best, best_epoch = max(tests, key=lambda t: (t[0], -t[1]))
-            entry |= {"best_test_accuracy": best, "best_test_accuracy_epoch": best_epoch}
-        summary[phase] = entry
-    return summary

@@ -1,58 +1,43 @@
-"""The training loop: phases of epochs of steps, with metrics, checkpoints and callbacks.
+"""The training loop: phases of epochs of steps for a stack of R ≥ 1 runs (one job is R = 1).
 
-A phase draws its batches either from a dataset held on the device (one seeded permutation
-per epoch, each batch the rows of one slice of it) or from a noise source (fresh on the
-device every step). Steps never sync with the host: loss and accuracy are summed on the
-device and read once per epoch. Every random choice comes from a generator whose state is
-checkpointed, so a run stopped (or killed) and resumed ends with exactly the same metrics.
+Each phase trains the runs that have it as one stacked computation (:mod:`.stacked_model`,
+:mod:`.stacked_optim`), batches from each run's own data order or noise (:mod:`.batches`),
+the step captured in a CUDA graph where possible (:mod:`.step_runner`). Steps never sync
+with the host: per-run loss and accuracy are summed on the device and read once per epoch.
+Then every run's weights are copied back into its own model, measured and checkpointed as
+its own (:class:`~.member.Member`). A run whose ``should_stop`` says so (checkpoint, then
+:class:`RunStopped`) or whose epoch loss is not finite (:class:`TrainingDiverged`) leaves
+the stack; the others go on unchanged. Every random choice comes from a per-run generator
+whose state is checkpointed, so a stopped or killed run resumes to exactly the same metrics.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import logging
 import math
-import os
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from .callbacks import RunCallbacks
-from .checkpoint import (
-    CHECKPOINT_DIR,
-    Checkpoint,
-    Progress,
-    checkpoint_name,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from .contract import metric_names as mn
-from .contract.errors import RunStopped
-from .contract.spec import JobSpec, OptimizerSpec
-from .datasets import Dataset
-from .metrics import evaluate, model_metrics
-from .model import MLP
-from .noise import NoiseSource
-
-if TYPE_CHECKING:
-    from .meta import MetaLoss
+from .batches import DataBatches, NoiseBatches
+from .checkpoint import PHASE_ORDER, Checkpoint
+from .contract.errors import RunStopped, TrainingDiverged
+from .contract.spec import OptimizerSpec
+from .member import Member, Phase, derive_seed
+from .stacked_model import StackedMLP
+from .stacked_optim import StackedOptimizer
+from .step_runner import make_step_runner
 
 log = logging.getLogger(__name__)
 
-
-def derive_seed(seed: int, tag: str) -> int:
-    """An independent 63-bit seed per purpose, so streams never overlap across uses."""
-    digest = hashlib.sha256(f"{seed}/{tag}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+__all__ = ["Phase", "derive_seed", "make_optimizer", "train_stack"]
 
 
 def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
-    """Adam or SGD from a phase's settings, fused: one kernel updates every tensor, which
-    matters at small batches where the per-step overhead rivals the matmuls."""
+    """A torch Adam or SGD from a phase's settings, for code that trains a plain module
+    (meta-loss adaptation); the stacked loop uses :class:`~.stacked_optim.StackedOptimizer`."""
     if spec.name == "adam":
         return torch.optim.Adam(
             params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay, fused=True
@@ -62,258 +47,234 @@ def make_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
     )
 
 
-@dataclass
-class Phase:
-    """One phase's plan: where batches come from and how it optimises."""
+def train_stack(
+    members: Sequence[Member], resumes: Sequence[Checkpoint | None]
+) -> list[BaseException | None]:
+    """Run every member's phases not yet done; per member ``None`` (finished) or why it left.
 
-    name: str
-    epochs: int
-    batch_size: int
-    samples_per_epoch: int
-    optimizer: OptimizerSpec
-    dataset: Dataset | None = None
-    noise: NoiseSource | None = None
-    meta: MetaLoss | None = None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.batch_size)
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per metric point, appended once per epoch."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def rewrite(self, points: list[dict[str, Any]]) -> None:
-        """Replace the file with ``points`` (on resume: drop what came after the checkpoint)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in points))
-        os.replace(tmp, self.path)
-
-    def append(self, points: list[dict[str, Any]]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write("".join(json.dumps(p) + "\n" for p in points))
-
-
-class Trainer:
-    """Runs a job's phases on one model, writing metrics and checkpoints into ``out_dir``."""
-
-    def __init__(
-        self,
-        spec: JobSpec,
-        model: MLP,
-        phases: list[Phase],
-        out_dir: Path,
-        *,
-        readout_x: torch.Tensor,
-        callbacks: RunCallbacks | None = None,
-    ):
-        self.spec = spec
-        self.model = model
-        self.phases = phases
-        self.out_dir = Path(out_dir)
-        self.readout_x = readout_x  # (R, *input_shape) fixed noise for the readout metrics
-        self.callbacks = callbacks or RunCallbacks()
-        self.device = readout_x.device
-        self.progress = Progress(phase=phases[0].name, epoch=0)
-        self.metrics_log = MetricsLog(self.out_dir / "metrics.jsonl")
-        self.last_checkpoint: Path | None = None
-        self.final_names = {checkpoint_name(p.name, p.epochs) for p in phases}
-
-    def run(self, resume: Checkpoint | None = None) -> Progress:
-        """Run every phase not yet done; continue from ``resume`` when given."""
+    Within a phase, members that fit together (:func:`_stack_key`) train as one stack;
+    members that do not (another shape, batch size, resume point, ...) train in stacks
+    of their own, one after another.
+    """
+    outcomes: dict[int, BaseException] = {}
+    for member, resume in zip(members, resumes, strict=True):
         if resume is not None:
-            self.progress = replace(resume.progress, phases_done=list(resume.progress.phases_done))
-            self.last_checkpoint = resume.path
-        self.metrics_log.rewrite(self.progress.history)
-        for phase in self.phases:
-            if phase.name in self.progress.phases_done:
-                continue
-            resumes_here = resume is not None and resume.progress.phase == phase.name
-            self._run_phase(phase, resume if resumes_here else None)
-        return self.progress
-
-    # ----------------------------------------------------------------------------- phases
-    def _run_phase(self, phase: Phase, resume: Checkpoint | None) -> None:
-        optimizer = make_optimizer(phase.optimizer, self.model.parameters())
-        order = torch.Generator().manual_seed(
-            derive_seed(self.spec.model.seed, f"{phase.name}/order")
-        )
-        if phase.noise is not None:
-            phase.noise.generator.manual_seed(
-                derive_seed(self.spec.model.seed, f"{phase.name}/noise")
+            member.progress = replace(
+                resume.progress, phases_done=list(resume.progress.phases_done)
             )
-        probe_x, probe_labels, probe_target = self.probe_batch(phase)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        if resume is not None:
-            resume.load_optimizer(optimizer)
-            order.set_state(resume.tensors["rng.order"])
-            if phase.noise is not None:
-                phase.noise.generator.set_state(resume.tensors["rng.noise"])
-            loss_sum.copy_(resume.tensors["extra.loss_sum"])
-            correct.copy_(resume.tensors["extra.correct"])
-            log.info(
-                "resuming %s at epoch %d step %d",
-                phase.name,
-                resume.progress.epoch,
-                resume.progress.step,
-            )
-        else:
-            self.progress.phase, self.progress.epoch, self.progress.step = phase.name, 0, 0
-            train_loss, train_acc = self.initial_train_metrics(phase, probe_x, probe_labels)
-            self.record_epoch(phase, train_loss, train_acc, probe_x, probe_target)
-        self.callbacks.on_phase_start(phase.name, phase.epochs, phase.steps_per_epoch)
-        self.model.train()
-        while self.progress.epoch < phase.epochs:
-            self._run_epoch(phase, optimizer, order, loss_sum, correct)
-            self.progress.epoch += 1
-            self.progress.step = 0
-            train_loss = loss_sum.item() / phase.samples_per_epoch
-            train_acc = correct.item() / phase.samples_per_epoch
-            loss_sum.zero_()
-            correct.zero_()
-            self.record_epoch(phase, train_loss, train_acc, probe_x, probe_target)
-            epoch = self.progress.epoch
-            if epoch == phase.epochs:
-                self.progress.phases_done.append(phase.name)
-            if epoch % self.spec.checkpoint_every == 0 or epoch == phase.epochs:
-                self._save(phase, optimizer, order.get_state(), loss_sum, correct)
-
-    def _run_epoch(
-        self,
-        phase: Phase,
-        optimizer: torch.optim.Optimizer,
-        order: torch.Generator,
-        loss_sum: torch.Tensor,
-        correct: torch.Tensor,
-    ) -> None:
-        """Steps of one epoch, from ``progress.step`` on (non-zero when resumed mid-epoch)."""
-        order_state = order.get_state()  # re-drawing from here gives this epoch's permutation
-        if phase.dataset is not None:
-            data = phase.dataset
-            perm = torch.randperm(len(data.x_train), generator=order).to(self.device)
-        steps, size = phase.steps_per_epoch, phase.batch_size
-        for step in range(self.progress.step + 1, steps + 1):
-            lo, hi = (step - 1) * size, min(step * size, phase.samples_per_epoch)
-            if phase.dataset is not None:
-                # Gathering each batch's rows as it is used keeps them in cache for the
-                # matmul; gathering the whole split once per epoch measured ~15% slower
-                # per epoch on CPU (benchmarks/bench_engine.py) for the same batches.
-                index = perm[lo:hi]
-                x = data.x_train.index_select(0, index)  # (B, *input_shape)
-                labels = target = data.y_train.index_select(0, index)  # (B,)
-            else:
-                x, labels, target = phase.noise.batch(hi - lo)
-            logits = self.model(x)  # (B, classes)
-            loss = F.cross_entropy(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                loss_sum.add_(loss.detach(), alpha=hi - lo)
-                correct.add_((logits.argmax(1) == labels).sum())
-            self.callbacks.on_progress(phase.name, self.progress.epoch + 1, step, steps)
-            if self.callbacks.should_stop():
-                self.progress.step = step
-                path = self._save(phase, optimizer, order_state, loss_sum, correct)
-                raise RunStopped(
-                    f"stopped in {phase.name} epoch {self.progress.epoch + 1} step {step}; "
-                    f"checkpoint {path}"
-                )
-
-    # ---------------------------------------------------------------------------- metrics
-    def probe_batch(self, phase: Phase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The phase's fixed probe batch for signal angles: noise, or a subset of the data."""
-        size = self.spec.metrics.probe_size
-        if phase.dataset is None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(derive_seed(self.spec.model.seed, f"{phase.name}/probe"))
-            probe = NoiseSource(
-                phase.noise.spec,
-                phase.noise.input_shape,
-                phase.noise.num_classes,
-                generator=generator,
-            )
-            return probe.batch(size)
-        generator = torch.Generator().manual_seed(
-            derive_seed(self.spec.model.seed, f"{phase.name}/probe")
-        )
-        index = torch.randperm(len(phase.dataset.x_train), generator=generator)[:size]
-        index = index.to(self.device)
-        labels = phase.dataset.y_train[index]
-        return phase.dataset.x_train[index], labels, labels
-
-    def initial_train_metrics(
-        self, phase: Phase, probe_x: torch.Tensor, probe_labels: torch.Tensor
-    ) -> tuple[float, float]:
-        """Epoch-0 train loss/accuracy: on the whole train split, or on the noise probe."""
-        batch = self.spec.metrics.eval_batch_size
-        if phase.dataset is not None:
-            return evaluate(self.model, phase.dataset.x_train, phase.dataset.y_train, batch)
-        return evaluate(self.model, probe_x, probe_labels, batch)
-
-    def record_epoch(
-        self,
-        phase: Phase,
-        train_loss: float,
-        train_acc: float,
-        probe_x: torch.Tensor,
-        probe_target: torch.Tensor,
-    ) -> None:
-        """Measure the epoch, append it to the history and ``metrics.jsonl``, tell callbacks."""
-        metrics = {mn.TRAIN_LOSS: train_loss, mn.TRAIN_ACCURACY: train_acc}
-        if phase.dataset is not None:
-            data = phase.dataset
-            test_loss, test_acc = evaluate(
-                self.model, data.x_test, data.y_test, self.spec.metrics.eval_batch_size
-            )
-            metrics |= {
-                mn.TEST_LOSS: test_loss,
-                mn.TEST_ACCURACY: test_acc,
-                mn.GEN_GAP: test_loss - train_loss,
-            }
-        metrics |= model_metrics(self.model, probe_x, probe_target, self.readout_x)
-        names = mn.metric_names(len(self.model.rule_layers), with_data=phase.dataset is not None)
-        metrics = {name: metrics[name] for name in names}  # the documented names, in order
-        epoch = self.progress.epoch
-        if phase.meta is not None and phase.meta.due(epoch, phase.epochs):
-            metrics |= phase.meta.measure(self.model, self.spec.metrics.eval_batch_size)
-        points = [
-            {"name": name, "phase": phase.name, "epoch": epoch, "value": value}
-            for name, value in metrics.items()
+            member.last_checkpoint = resume.path
+        member.metrics_log.rewrite(member.progress.history)
+    for name in PHASE_ORDER:
+        active = [
+            i
+            for i, m in enumerate(members)
+            if i not in outcomes and name in m.phases and name not in m.progress.phases_done
         ]
-        self.progress.history.extend(points)
-        self.metrics_log.append(points)
-        self.callbacks.on_epoch_end(phase.name, epoch, metrics)
+        stacks: dict[tuple, list[int]] = {}
+        for i in active:
+            here = resumes[i] if _resumes_in(resumes[i], name) else None
+            stacks.setdefault(_stack_key(members[i], name, here), []).append(i)
+        for group in stacks.values():
+            here = [resumes[i] if _resumes_in(resumes[i], name) else None for i in group]
+            left = PhaseStack(name, [members[i] for i in group], here).run()
+            outcomes |= {group[k]: exc for k, exc in left.items()}
+    return [outcomes.get(i) for i in range(len(members))]
 
-    # -------------------------------------------------------------------------- checkpoints
-    def _save(
-        self,
-        phase: Phase,
-        optimizer: torch.optim.Optimizer,
-        order_state: torch.Tensor,
-        loss_sum: torch.Tensor,
-        correct: torch.Tensor,
-    ) -> Path:
-        """Write a checkpoint of the current state, prune old ones, tell callbacks."""
-        progress = self.progress
-        name = checkpoint_name(phase.name, progress.epoch, progress.step)
-        generators = {"order": order_state}
-        if phase.noise is not None:
-            generators["noise"] = phase.noise.generator.get_state()
-        path = save_checkpoint(
-            self.out_dir / CHECKPOINT_DIR / name,
-            spec=self.spec,
-            model=self.model,
-            progress=progress,
-            optimizer=optimizer,
-            generators=generators,
-            extra={"loss_sum": loss_sum, "correct": correct},
+
+def _resumes_in(resume: Checkpoint | None, phase: str) -> bool:
+    return resume is not None and resume.progress.phase == phase
+
+
+def _stack_key(member: Member, phase: str, resume: Checkpoint | None) -> tuple:
+    """Runs with equal keys train ``phase`` as one stack: one network shape, one device,
+    one batch plan and optimizer (lr aside), and one starting point."""
+    config = member.model.config
+    shape = (config.input_shape, config.num_classes, tuple(config.hidden), config.activation)
+    start = None if resume is None else (resume.progress.epoch, resume.progress.step)
+    return (
+        member.phases[phase].stack_key(),
+        shape,
+        config.batch_norm,
+        str(member.device),
+        start,
+    )
+
+
+class PhaseStack:
+    """One phase of a stack of members, from a fresh start or one shared resume point."""
+
+    def __init__(self, name: str, members: list[Member], resumes: list[Checkpoint | None]):
+        self.name = name
+        self.members = members
+        self.ids = list(range(len(members)))  # each stacked run's index in ``members``
+        self.phases = [m.phases[name] for m in members]
+        self.plan = plan = self.phases[0]
+        keys = {phase.stack_key() for phase in self.phases}
+        assert len(keys) == 1, f"members of one stack must share the phase's plan: {keys}"
+        self.device = members[0].device
+        self.orders = [
+            torch.Generator().manual_seed(derive_seed(m.spec.model.seed, f"{name}/order"))
+            for m in members
+        ]
+        for member, phase in zip(members, self.phases, strict=True):
+            if phase.noise is not None:
+                phase.noise.generator.manual_seed(
+                    derive_seed(member.spec.model.seed, f"{name}/noise")
+                )
+            member.probe = member.probe_batch(phase)
+        runs = len(members)
+        self.loss_sum = torch.zeros(runs, dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros(runs, dtype=torch.int64, device=self.device)
+        self.model = StackedMLP([m.model for m in members])
+        lrs = [phase.optimizer.lr for phase in self.phases]
+        self.optimizer = StackedOptimizer(plan.optimizer, self.model.params, self.model.grads, lrs)
+        if plan.dataset is not None:
+            self.source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
+        else:
+            self.source = NoiseBatches([phase.noise for phase in self.phases])
+        self.runners: dict[int, object] = {}
+        self.epoch = self.step = 0
+        if any(resume is not None for resume in resumes):
+            self._resume(resumes)
+        else:
+            for member, phase in zip(members, self.phases, strict=True):
+                member.record_initial(phase)
+        for member, phase in zip(members, self.phases, strict=True):
+            member.callbacks.on_phase_start(name, phase.epochs, phase.steps_per_epoch)
+
+    def _resume(self, resumes: list[Checkpoint | None]) -> None:
+        positions = {(c.progress.epoch, c.progress.step) if c else None for c in resumes}
+        assert len(positions) == 1, f"a stack resumes from one position, not {positions}"
+        for r, checkpoint in enumerate(resumes):
+            self.optimizer.load_run_state(
+                r, checkpoint.section("optim"), checkpoint.optimizer_scalars
+            )
+            self.orders[r].set_state(checkpoint.tensors["rng.order"])
+            if self.phases[r].noise is not None:
+                self.phases[r].noise.generator.set_state(checkpoint.tensors["rng.noise"])
+            self.loss_sum[r].copy_(checkpoint.tensors["extra.loss_sum"])
+            self.correct[r].copy_(checkpoint.tensors["extra.correct"])
+        self.epoch, self.step = resumes[0].progress.epoch, resumes[0].progress.step
+        log.info(
+            "resuming %s of %d run(s) at epoch %d step %d",
+            self.name,
+            len(resumes),
+            self.epoch,
+            self.step,
         )
-        self.last_checkpoint = path
-        prune_checkpoints(self.out_dir, keep=self.final_names)
-        self.callbacks.on_checkpoint(path)
-        return path
+
+    # --------------------------------------------------------------------------------- loop
+    def run(self) -> dict[int, BaseException]:
+        """Train the phase; the members (by index) that left the stack, and why."""
+        plan, left = self.plan, {}
+        while self.ids and self.epoch < plan.epochs:
+            order_states = [g.get_state() for g in self.orders]  # redraws this epoch's order
+            self.source.start_epoch(skip=self.step * plan.batch_size)
+            for step in range(self.step + 1, plan.steps_per_epoch + 1):
+                size = min(step * plan.batch_size, plan.samples_per_epoch)
+                size -= (step - 1) * plan.batch_size
+                self._runner(size)()
+                stopping = [r for r in range(len(self.ids)) if self._polls_stop(r, step)]
+                if stopping:
+                    left |= self._stop(stopping, step, order_states)
+                    if not self.ids:
+                        return left
+            self.step = 0
+            self.epoch += 1
+            left |= self._end_epoch()
+        return left
+
+    def _polls_stop(self, r: int, step: int) -> bool:
+        member = self.members[self.ids[r]]
+        member.callbacks.on_progress(self.name, self.epoch + 1, step, self.plan.steps_per_epoch)
+        return member.callbacks.should_stop()
+
+    def _runner(self, size: int):
+        """The step for batches of ``size`` (the last batch of an epoch may be smaller)."""
+        if size not in self.runners:
+            generators = getattr(self.source, "generators", [])
+            step = functools.partial(self._step, size)
+            self.runners[size] = make_step_runner(step, self.device, generators)
+        return self.runners[size]
+
+    def _step(self, size: int) -> None:
+        """One step of every run: batch, forward, rule backward, update, sums. No host sync."""
+        x, labels, target = self.source.next(size)  # (R, B, *in), (R, B), (R, B[, C])
+        logits, losses = self.model.step_gradients(x, target)  # (R, B, C), (R,)
+        self.optimizer.step()
+        self.loss_sum.add_(losses, alpha=size)
+        self.correct.add_((logits.argmax(2) == labels).sum(1))
+
+    def _end_epoch(self) -> dict[int, BaseException]:
+        """Copy weights back, measure and checkpoint each run; diverged runs leave."""
+        plan, samples = self.plan, self.plan.samples_per_epoch
+        models = [self.members[i].model for i in self.ids]
+        self.model.write_back(models)
+        losses = (self.loss_sum / samples).tolist()
+        accuracies = (self.correct.double() / samples).tolist()
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        diverged: dict[int, BaseException] = {}
+        for r, index in enumerate(self.ids):
+            member, phase = self.members[index], self.phases[index]
+            member.progress.epoch, member.progress.step = self.epoch, 0
+            if not math.isfinite(losses[r]):
+                diverged[r] = TrainingDiverged(
+                    f"{self.name} epoch {self.epoch}: the train loss is {losses[r]}; the run "
+                    "diverged (a smaller learning rate may help)"
+                )
+                continue
+            member.record_epoch(phase, losses[r], accuracies[r])
+            if self.epoch == plan.epochs:
+                member.progress.phases_done.append(self.name)
+            if self.epoch % member.spec.checkpoint_every == 0 or self.epoch == plan.epochs:
+                member.save(
+                    phase,
+                    self.optimizer.run_state(r),
+                    self.orders[r].get_state(),
+                    self.loss_sum[r],
+                    self.correct[r],
+                )
+        left = {self.ids[r]: exc for r, exc in diverged.items()}
+        if diverged:
+            self._remove(list(diverged))
+        return left
+
+    def _stop(
+        self, stopping: list[int], step: int, order_states: list[torch.Tensor]
+    ) -> dict[int, BaseException]:
+        """Checkpoint the runs that asked to stop mid-epoch, then take them off the stack."""
+        self.model.write_back([self.members[i].model for i in self.ids])
+        stopped: dict[int, BaseException] = {}
+        for r in stopping:
+            member, phase = self.members[self.ids[r]], self.phases[self.ids[r]]
+            member.progress.epoch, member.progress.step = self.epoch, step
+            path = member.save(
+                phase,
+                self.optimizer.run_state(r),
+                order_states[r],
+                self.loss_sum[r],
+                self.correct[r],
+            )
+            stopped[self.ids[r]] = RunStopped(
+                f"stopped in {self.name} epoch {self.epoch + 1} step {step}; checkpoint {path}"
+            )
+        keep = [r for r in range(len(self.ids)) if r not in stopping]
+        order_states[:] = [order_states[r] for r in keep]
+        self._remove(stopping)
+        return stopped
+
+    def _remove(self, runs: list[int]) -> None:
+        """Rebuild the stack without the stacked runs ``runs`` (weights, state, sources)."""
+        keep = [r for r in range(len(self.ids)) if r not in runs]
+        self.ids = [self.ids[r] for r in keep]
+        self.orders = [self.orders[r] for r in keep]
+        self.runners = {}
+        if not self.ids:
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.loss_sum = self.loss_sum.index_select(0, index)
+        self.correct = self.correct.index_select(0, index)
+        self.model = StackedMLP([self.members[i].model for i in self.ids])
+        self.optimizer = self.optimizer.take(keep, self.model.params, self.model.grads)
+        self.source = self.source.take(keep)

@@ -23,10 +23,11 @@ from typing import Any
 
 import httpx
 
+from noisefa.engine.contract.states import TERMINAL_STATES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 Job = dict[str, Any]
 
 
@@ -110,14 +111,17 @@ class Client:
         kind: str | None = None,
         created_after: str | None = None,
         created_before: str | None = None,
+        parent_id: str | None = None,
         page_size: int = 100,
     ) -> Iterator[Job]:
-        """Iterate over the project's jobs, newest first, fetching pages as needed."""
+        """Iterate over the project's jobs, newest first, fetching pages as needed;
+        ``parent_id`` lists an experiment's runs."""
         params = {
             "state": state,
             "kind": kind,
             "created_after": created_after,
             "created_before": created_before,
+            "parent_id": parent_id,
             "page_size": page_size,
         }
         yield from self._pages("/v1/jobs", {k: v for k, v in params.items() if v is not None})
@@ -157,7 +161,9 @@ class Client:
                 if deadline is not None and time.monotonic() > deadline:
                     raise WaitTimeout(f"job {job_id} still running after {timeout}s")
         except (httpx.TransportError, ApiError) as err:
-            if isinstance(err, ApiError) and err.status != 503:
+            # 503: no stream now; 429: the project's stream cap is reached. Polling works
+            # for both.
+            if isinstance(err, ApiError) and err.status not in (429, 503):
                 raise
             log.info("event stream unavailable (%s); polling instead", err)
         while True:

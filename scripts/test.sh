@@ -32,6 +32,16 @@ if command -v redis-cli >/dev/null; then
   wait_for Redis 30 redis-cli -h 127.0.0.1 -p 6379 ping
 fi
 
+# The dashboard's browser tests drive Debian's chromium through its chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver with apt-get (browser tests)"
+    apt-get update -q && apt-get install -y -q chromium chromium-driver
+  else
+    echo "chromium/chromedriver missing: the dashboard's browser tests will be skipped"
+  fi
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'

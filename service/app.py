@@ -12,21 +12,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from noisefa import __version__
-from noisefa.engine.contract.bodies import BODY_MODELS
 
-from .api import datasets, health, jobs, presets
-from .api.jobs import InFlightKeys
+from .api import datasets, health, jobs, presets, ui
+from .api import webhooks as webhooks_api
+from .api.responses import document_problem_schema
 from .broker import make_celery
 from .db import engine_from_settings, make_sessionmaker
-from .guards import NulGuardMiddleware
-from .observability import BodyLimitMiddleware, LatencyMiddleware, Observability
-from .problems import PROBLEM_MEDIA_TYPE, install_handlers
+from .event_hub import EventHub
+from .guards import BodyLimitMiddleware, NulGuardMiddleware
+from .idempotency import InFlightKeys
+from .job_body import DeploymentLimits
+from .json_guard import check_json_body
+from .observability import LatencyMiddleware, Observability
+from .problems import install_handlers
+from .query_guard import refuse_unknown_query_params
 from .reaper import Reaper
 from .settings import Settings, get_settings
+from .sse import StreamSlots
 from .storage import storage_from_settings
+from .webhooks import WebhookDispatcher
 
 # Multipart framing around an uploaded file (boundaries, part headers): allowed on top of
 # ``max_upload_bytes`` by the body limit; the upload route then counts the file itself.
@@ -48,19 +55,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = engine_from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reaper = None
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        reaper = webhooks = None
         if settings.reaper_enabled:
             reaper = Reaper(app.state.sessionmaker, app.state.celery, settings)
             reaper.start()
+            webhooks = WebhookDispatcher(app.state.sessionmaker, settings)
+            webhooks.start()
+        # One hub per served event loop, handed to requests as lifespan state: its queues
+        # belong to that loop (a test may serve one app from two servers at once).
+        event_hub = EventHub(app.state.sessionmaker)
+        event_hub.start()
         try:
-            yield
+            yield {"event_hub": event_hub}
         finally:
+            await event_hub.stop()
             if reaper is not None:
                 reaper.stop()
+            if webhooks is not None:
+                webhooks.stop()
             engine.dispose()
 
-    app = FastAPI(title="noisefa", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="noisefa",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # A body without a Content-Type is read as JSON; one of another type is a 415 (see
+        # json_guard). Keys travel in a header, so the CSRF defence of FastAPI's strict
+        # default (no type, no parse) has nothing to defend here.
+        strict_content_type=False,
+        # Every route, before its own parameters and body are validated (the body limit
+        # has counted the body by then).
+        dependencies=[Depends(refuse_unknown_query_params), Depends(check_json_body)],
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
@@ -68,13 +96,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = storage_from_settings(settings)
     app.state.observability = Observability(app.state.sessionmaker)
     app.state.in_flight_keys = InFlightKeys()
+    app.state.stream_slots = StreamSlots(
+        settings.max_streams_per_project, settings.max_streams_per_process
+    )
 
     install_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
     app.include_router(presets.router)
+    app.include_router(webhooks_api.router)
+    app.include_router(ui.router)
     # Last added runs first: latency wraps everything, including refused bodies.
+    app.add_middleware(DeploymentLimits, settings=settings)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -88,53 +122,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.add_middleware(LatencyMiddleware, observability=app.state.observability)
-    _document_job_spec(app)
+    document_problem_schema(app)
     return app
-
-
-def _problems_as_problem_json(schema: dict[str, Any]) -> None:
-    """Document error responses under ``application/problem+json``, the type they are sent as."""
-    for operations in schema["paths"].values():
-        for operation in operations.values():
-            for response in operation.get("responses", {}).values():
-                content = response.get("content", {})
-                body = content.get("application/json")
-                if body and body.get("schema", {}).get("$ref", "").endswith("/Problem"):
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
-
-
-def _document_job_spec(app: FastAPI) -> None:
-    """Add the engine's job bodies (``JobSpec``, ``EvaluateSpec``, ``ExperimentSpec``: the
-    body of ``POST /v1/jobs``, by ``kind``) to the OpenAPI components.
-
-    The route reads the body as raw JSON so it can validate it against the deployment's
-    limits; this puts the real schema back into the document.
-    """
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = default_openapi()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        models = list(dict.fromkeys(BODY_MODELS.values()))
-        for model in models:
-            spec_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(spec_schema.pop("$defs", {}))
-            components[model.__name__] = spec_schema
-        body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
-        body["schema"] = {
-            "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models],
-            "discriminator": {
-                "propertyName": "kind",
-                "mapping": {
-                    kind: f"#/components/schemas/{model.__name__}"
-                    for kind, model in BODY_MODELS.items()
-                },
-            },
-        }
-        _problems_as_problem_json(schema)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

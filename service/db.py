@@ -26,8 +26,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the options its backend needs."""
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout_s: float = 10.0
+) -> Engine:
+    """An engine for ``url`` with the options its backend needs (pool sizes: Postgres only)."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -35,7 +37,13 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # The API serves requests from a thread pool: room for a burst without waiting on the pool.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+    )
 
 
 def engine_from_settings(settings: Settings) -> Engine:
@@ -43,7 +51,12 @@ def engine_from_settings(settings: Settings) -> Engine:
     url = settings.resolved_database_url
     if url.startswith("sqlite") and settings.database_url is None:
         settings.home.mkdir(parents=True, exist_ok=True)
-    return make_engine(url)
+    return make_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

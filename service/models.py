@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from noisefa.engine.contract.states import JobState
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite autoincrements only INTEGER PRIMARY KEY; Postgres gets a 64-bit identity.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -86,7 +88,7 @@ class Job(Base):
     # The experiment cell of a child job (its seed is in its spec); null for other jobs.
     condition: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(20), default="queued")
+    state: Mapped[str] = mapped_column(String(20), default=JobState.QUEUED)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
     queue: Mapped[str] = mapped_column(String(20), default="cpu")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -127,7 +129,8 @@ class JobEvent(Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    type: Mapped[str] = mapped_column(String(20))  # state | progress | metrics
+    # state | progress | metrics | checkpoint_skipped (see repositories/events.py)
+    type: Mapped[str] = mapped_column(String(20))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -143,6 +146,9 @@ class Artifact(Base):
     name: Mapped[str] = mapped_column(String(255))
     storage_key: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger)
+    # Hex sha256 of the bytes as written, checked whenever they are read back; null on rows
+    # from before migration 0003 (only their size is checked).
+    sha256: Mapped[str | None] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -195,3 +201,61 @@ class DatasetIdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Worker(Base):
+    """A live (or lately live) worker process: what it consumes and which data it holds.
+
+    Workers heartbeat here on their own, job or no job, so ``/readyz`` can tell a queue
+    that nobody consumes from one that is merely busy.
+    """
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_heartbeat", "heartbeat_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[list[str]] = mapped_column(JSONType)
+    # Built-in dataset names whose files are in this worker's data folder.
+    datasets: Mapped[list[str]] = mapped_column(JSONType)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookSecret(Base):
+    """A project's webhook signing key (HMAC-SHA256), made on first use."""
+
+    __tablename__ = "webhook_secrets"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One webhook delivery of one state event: the outbox row the dispatcher works off.
+
+    One row per event (the unique key), so two API replicas never queue it twice.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("job_events.id", ondelete="CASCADE"), unique=True
+    )
+    event: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

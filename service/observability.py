@@ -1,4 +1,4 @@
-"""Prometheus metrics and the two ASGI middlewares every request passes through.
+"""Prometheus metrics, and the middleware that times every request.
 
 Job gauges and durations are read from the database at scrape time (the database is the
 source of truth, and every API replica then reports the same numbers). HTTP latency is
@@ -7,7 +7,6 @@ labelled by route template (``/v1/jobs/{job_id}``), never by raw path, to bound 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -17,12 +16,10 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from noisefa.engine.contract.states import JobState
 
-from .problems import PROBLEM_MEDIA_TYPE
 from .repositories.jobs import count_by_state, finished_durations
 
 logger = logging.getLogger(__name__)
@@ -101,80 +98,3 @@ class LatencyMiddleware:
             await send(message)
 
         await self.app(scope, receive, timed_send)
-
-
-class BodyTooLarge(StarletteHTTPException):
-    """A request body over its limit (answered 413 by the problem handlers)."""
-
-    def __init__(self, limit: int, setting: str = "max_body_bytes") -> None:
-        super().__init__(413, f"request body over {setting} ({limit} bytes)")
-
-
-class BodyLimitMiddleware:
-    """Refuses bodies over the limit: by ``Content-Length`` up front, else while reading.
-
-    ``large_bodies`` maps path prefixes that take files (dataset uploads) to their own
-    ``(bytes, setting name)`` limit.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int,
-        large_bodies: dict[str, tuple[int, str]] | None = None,
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.large_bodies = large_bodies or {}
-
-    def _limit(self, path: str) -> tuple[int, str]:
-        for prefix, limit in self.large_bodies.items():
-            if path.startswith(prefix):
-                return limit
-        return self.max_bytes, "max_body_bytes"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        max_bytes, setting = self._limit(scope["path"])
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            await self._refuse(scope, send, max_bytes, setting)
-            return
-        seen = 0
-
-        async def counted_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > max_bytes:
-                    raise BodyTooLarge(max_bytes, setting)
-            return message
-
-        await self.app(scope, counted_receive, send)
-
-    async def _refuse(self, scope: Scope, send: Send, max_bytes: int, setting: str) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Content Too Large",
-                "status": 413,
-                "detail": f"request body over {setting} ({max_bytes} bytes)",
-                "instance": scope["path"],
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -125,13 +126,28 @@ def field_errors(errors: Iterable[dict[str, Any]], strip: tuple[str, ...] = ()) 
     return found
 
 
-def validation_problem(request: Request, errors: list[FieldError]) -> JSONResponse:
-    """A 422 naming every invalid field."""
+def _validation_detail(errors: Sequence[FieldError]) -> str:
     names = ", ".join(dict.fromkeys(error.field for error in errors))
     first = errors[0]
-    detail = f"invalid field(s): {names} ({first.field}: {first.message})"
+    return f"invalid field(s): {names} ({first.field}: {first.message})"
+
+
+def validation_problem(request: Request, errors: list[FieldError]) -> JSONResponse:
+    """A 422 naming every invalid field."""
     return problem_response(
-        request, 422, detail, slug="validation", title="Invalid request", errors=errors
+        request,
+        422,
+        _validation_detail(errors),
+        slug="validation",
+        title="Invalid request",
+        errors=errors,
+    )
+
+
+def invalid_request(errors: Sequence[FieldError]) -> ProblemError:
+    """The 422 of :func:`validation_problem`, to raise where a guard finds ``errors``."""
+    return ProblemError(
+        422, _validation_detail(errors), slug="validation", title="Invalid request", errors=errors
     )
 
 
@@ -179,6 +195,15 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(
             request, 400, "a value in the request cannot be stored or compared", slug="bad-value"
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every connection of this process is busy for longer than db_pool_timeout_s: a
+        # burst, not a client error. Say so and when to retry, rather than hang or 500.
+        logger.warning("no free database connection for %s %s", request.method, request.url.path)
+        response = problem_response(request, 503, "the service is busy; retry shortly", slug="busy")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,7 +12,8 @@ Each sweep, under one database-wide lock so replicas take turns:
 3. expired ``Idempotency-Key`` records are deleted;
 4. experiments whose runs have all ended but which were not aggregated within
    ``experiment_sweep_after_s`` (the "aggregate" message was lost, or its worker died) are
-   sent to aggregate again.
+   sent to aggregate again;
+5. workers silent for ``dead_worker_retention_s`` are deleted from the worker registry.
 
 Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
 moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
@@ -25,17 +26,20 @@ The API process runs :class:`Reaper` as a daemon thread (``reaper_enabled``), ev
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from celery import Celery
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from noisefa.engine.contract.states import JobState
+
 from .broker import enqueue_finish_experiment, enqueue_job, waiting_messages
+from .periodic import PeriodicLoop
 from .repositories.execution import queued_counts, reap_stale, stale_queued_jobs
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
+from .repositories.workers import prune_dead_workers
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class Sweep:
     resent: list[str] = field(default_factory=list)
     expired_keys: int = 0
     aggregations: list[str] = field(default_factory=list)
+    pruned_workers: int = 0
 
 
 def _take_lock(session: Session) -> bool:
@@ -85,7 +90,7 @@ def _queues_missing_messages(session: Session, celery: Celery) -> list[str]:
 
 
 def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> Sweep:
-    """Run one sweep now; see the module docstring for its three steps."""
+    """Run one sweep now; see the module docstring for its steps."""
     done = Sweep()
     to_send: list[tuple[str, str]] = []
     stalled: list[tuple[str, str]] = []
@@ -93,10 +98,10 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
         if not _take_lock(session):
             return Sweep(ran=False)
         for reaped in reap_stale(session, settings.heartbeat_timeout_s):  # commits: lock ends
-            if reaped.state == "queued":
+            if reaped.state == JobState.QUEUED:
                 done.requeued.append(reaped.job_id)
                 to_send.append((reaped.job_id, reaped.queue))
-            elif reaped.state == "failed":
+            elif reaped.state == JobState.FAILED:
                 done.failed.append(reaped.job_id)
             else:
                 done.cancelled.append(reaped.job_id)
@@ -111,6 +116,8 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
         if _take_lock(session):
             stalled = stalled_experiments(session, settings.experiment_sweep_after_s)  # commits
             done.aggregations = [job_id for job_id, _ in stalled]
+        if _take_lock(session):
+            done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
     for job_id, queue in to_send:
         try:
             enqueue_job(celery, job_id, queue)
@@ -135,35 +142,11 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
     return done
 
 
-class Reaper:
-    """:func:`sweep` every ``reaper_interval_s`` on a daemon thread, until :meth:`stop`."""
+class Reaper(PeriodicLoop):
+    """:func:`sweep` every ``reaper_interval_s`` on a daemon thread, until :meth:`stop` (the
+    first sweep runs at once: jobs orphaned while the API was down)."""
 
     def __init__(self, sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> None:
-        self.sessions = sessions
-        self.celery = celery
-        self.settings = settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="noisefa-reaper", daemon=True)
-
-    def start(self) -> None:
-        """Start sweeping (the first sweep runs at once: jobs orphaned while we were down)."""
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the current sweep."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sweep(self.sessions, self.celery, self.settings)
-            except Exception:
-                # A database outage must not end the loop: the next sweep tries again.
-                log.warning(
-                    "reaper: sweep failed; retrying in %gs",
-                    self.settings.reaper_interval_s,
-                    exc_info=True,
-                )
-            self._stop.wait(self.settings.reaper_interval_s)
+        super().__init__(
+            "reaper", lambda: sweep(sessions, celery, settings), settings.reaper_interval_s
+        )

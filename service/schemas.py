@@ -7,13 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .models import Artifact, Dataset, Job, JobMetric
+from noisefa.engine.contract.states import FailureReason, JobKind, JobState
 
-JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
-JobKind = Literal["pretrain", "train", "evaluate", "experiment"]
-FailureReason = Literal[
-    "invalid_spec", "dataset_unavailable", "out_of_memory", "worker_lost", "internal"
-]
+from .guards import without_surrogates
+from .models import Artifact, Dataset, Job, JobMetric
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -28,18 +25,22 @@ class Progress(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    phase: str | None = Field(None, description="`pretrain` or `train`.")
+    phase: str | None = Field(None, description="`pretrain`, `train` or `experiment`.")
     epoch: int | None = Field(None, description="Current epoch (1-based) of the phase.")
     epochs: int | None = Field(None, description="Epochs in the phase.")
     step: int | None = Field(None, description="Step within the epoch.")
     steps: int | None = Field(None, description="Steps per epoch.")
     eta_s: float | None = Field(None, description="Estimated seconds until the job ends.")
+    children_done: int | None = Field(
+        None, description="An experiment's runs that have ended (in any terminal state)."
+    )
+    children_total: int | None = Field(None, description="An experiment's runs in all.")
 
 
 class JobError(BaseModel):
     """Why a job failed."""
 
-    reason: FailureReason | str = Field(description="Machine-readable reason.")
+    reason: FailureReason = Field(description="Machine-readable reason.")
     message: str | None = Field(None, description="Human-readable explanation.")
 
 
@@ -47,7 +48,7 @@ class JobOut(BaseModel):
     """A job as the API shows it. State comes from the database, never from the broker."""
 
     id: str
-    kind: JobKind | str
+    kind: JobKind
     state: JobState
     spec: dict[str, Any] = Field(description="The submitted spec, normalised (a `JobSpec`).")
     parent_id: str | None = Field(None, description="The experiment this job is a run of.")
@@ -63,7 +64,9 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        """The API view of a job row."""
+        """The API view of a job row. JSON columns may hold lone surrogates (SQLite stores
+        them escaped; rows from before the edge refused them): shown as U+FFFD, since no
+        response can encode them."""
         error = None
         if job.error_reason is not None:
             error = JobError(reason=job.error_reason, message=job.error_message)
@@ -71,7 +74,7 @@ class JobOut(BaseModel):
             id=job.id,
             kind=job.kind,
             state=job.state,
-            spec=job.spec,
+            spec=without_surrogates(job.spec),
             parent_id=job.parent_id,
             condition=job.condition,
             created_at=as_utc(job.created_at),
@@ -80,7 +83,7 @@ class JobOut(BaseModel):
             attempt=job.attempt,
             cancel_requested=job.cancel_requested,
             progress=Progress.model_validate(job.progress) if job.progress else None,
-            result=job.result,
+            result=without_surrogates(job.result),
             error=error,
         )
 
@@ -118,6 +121,11 @@ class ArtifactOut(BaseModel):
 
     name: str = Field(description="Path within the job, e.g. `checkpoints/epoch-0003.safetensors`.")
     size: int = Field(description="Bytes.")
+    sha256: str | None = Field(
+        None,
+        description="Hex sha256 of the bytes as written; downloads are checked against it "
+        "(null for files stored before checksums were kept).",
+    )
     content_type: str
     created_at: datetime
 
@@ -127,6 +135,7 @@ class ArtifactOut(BaseModel):
         return cls(
             name=row.name,
             size=row.size,
+            sha256=row.sha256,
             content_type=row.content_type,
             created_at=as_utc(row.created_at),
         )
@@ -143,6 +152,15 @@ class Health(BaseModel):
 
     status: Literal["ok"] = "ok"
     checks: dict[str, str] = Field(default_factory=dict, description="Check name → `ok`.")
+
+
+class Readiness(Health):
+    """Answer of a ready ``/readyz``: its checks, and who consumes each queue."""
+
+    workers: dict[str, int] = Field(
+        default_factory=dict,
+        description="Queue → live workers consuming it (heartbeat within heartbeat_timeout_s).",
+    )
 
 
 class BuiltinDatasetOut(BaseModel):
@@ -198,9 +216,21 @@ class PresetOut(BaseModel):
 
     name: str
     description: str
+    study: str = Field(
+        description="The paper's study the preset runs (`comparison`, `ood`, `adaptation`); "
+        "several presets may run one study, e.g. a CI-sized one on `digits`."
+    )
     body: dict[str, Any]
     evaluate: dict[str, Any] | None = Field(
         None, description="An `evaluate` body to run afterwards (set its `init_from`)."
+    )
+    available: bool = Field(
+        description="Whether this deployment serves every dataset the preset reads: "
+        "`POST /v1/jobs` accepts its body as it is."
+    )
+    missing_datasets: list[str] = Field(
+        description="Built-in datasets the preset reads that this deployment's workers "
+        "lack (empty when `available`); submitting it answers 422 naming them."
     )
 
 

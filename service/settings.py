@@ -2,28 +2,75 @@
 
 With nothing set, everything lives under ``NOISEFA_HOME`` (default ``./.noisefa``): a SQLite
 database, a local objects folder, and a broker that needs no server. Production sets the
-URLs to Postgres, Redis and S3/MinIO. The API, the worker and every CLI verb read the same
-class, so one environment configures all of them.
+URLs to Postgres, Redis and S3/MinIO. The API, the worker and every CLI verb (``noisefa run``
+included) read the same class, so one environment configures all of them; the engine reads
+no environment and is handed what it needs (limits, data folder, download).
+
+Settings that make no sense together (a heartbeat timeout shorter than two heartbeats) are
+refused when the class is built, so a process fails at start rather than reaping live jobs.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noisefa.engine.contract.limits import Limits
 
+ENV_PREFIX = "NOISEFA_"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "noisefa" / "data"
+# A live job's heartbeat may come late (a slow database, a long step holding the GIL): the
+# timeout must outlast this many intervals, so one late beat never reaps a running job.
+HEARTBEATS_PER_TIMEOUT = 2
 
-class Settings(BaseSettings):
-    """Settings of every noisefa process; unset URLs default to the embedded mode."""
 
-    model_config = SettingsConfigDict(env_prefix="NOISEFA_", extra="ignore")
+def env_var(field: str) -> str:
+    """The environment variable that sets ``field`` (``heartbeat_timeout_s`` → ``NOISEFA_…``)."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _list_from_text(value: object, separator: str) -> object:
+    """A list setting given as text (an environment variable): a JSON list, or items joined
+    by ``separator``; anything else is left for pydantic to check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [item.strip() for item in text.split(separator) if item.strip()]
+
+
+class Settings(BaseSettings, Limits):
+    """Settings of every noisefa process; unset URLs default to the embedded mode.
+
+    The job limits (``max_width``, ``max_depth``, ...) are inherited from :class:`Limits`,
+    so each is written once and still read from ``NOISEFA_MAX_WIDTH`` and so on.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(Path(".noisefa"), description="Folder of the embedded mode's state.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
+    db_pool_size: int = Field(
+        10, ge=1, le=1000, description="Postgres connections each process keeps open."
+    )
+    db_max_overflow: int = Field(
+        20, ge=0, le=1000, description="Extra Postgres connections a burst may open per process."
+    )
+    db_pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a free database connection before it is "
+        "answered 503 (never a hang).",
+    )
     broker_url: str | None = Field(
         None, description="Celery broker URL; default a serverless broker in home."
     )
@@ -31,8 +78,22 @@ class Settings(BaseSettings):
         None, description="`file:///abs/path` or `s3://bucket/prefix`; default home/objects."
     )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO).")
-    data_dir: Path | None = Field(None, description="Folder of torchvision datasets.")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR,
+        description="Folder of torchvision datasets; default ~/.cache/noisefa/data.",
+    )
+    download: bool = Field(
+        False,
+        description="Download a missing torchvision set (where the network allows); "
+        "otherwise a missing set fails the job, naming the files it needs.",
+    )
     work_dir: Path | None = Field(None, description="Worker scratch folder; default home/work.")
+    server_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Server folders whose .npz files jobs may name as `npz:<path>` (a JSON "
+        "list or absolute paths joined by the OS path separator); empty by default: over "
+        "the API a job reads only built-ins and its project's uploads.",
+    )
 
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often a job heartbeats.")
     heartbeat_timeout_s: float = Field(60.0, gt=0, description="Heartbeat age that is stale.")
@@ -48,18 +109,86 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Attempts before a job fails worker_lost.")
     cancel_poll_s: float = Field(1.0, gt=0, description="How often a job checks for cancel.")
+    checkpoint_keep: int = Field(
+        2,
+        ge=1,
+        description="Stored checkpoints a job keeps: the newest this many plus each phase's "
+        "final one; older ones are deleted as new ones land.",
+    )
     idempotency_ttl_s: float = Field(86_400.0, gt=0, description="Idempotency-Key lifetime.")
+    dead_worker_retention_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="A worker silent this long is deleted from the registry by the reaper "
+        "(it stops counting as live after heartbeat_timeout_s).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token a Prometheus scraper sends to GET /metrics; unset, "
+        "/metrics answers 404 (it shows every project's job counts).",
+    )
 
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest JSON request body.")
     max_upload_bytes: int = Field(200_000_000, ge=1024, description="Largest dataset upload.")
+    max_upload_uncompressed_bytes: int = Field(
+        1_000_000_000,
+        ge=1024,
+        description="Largest unpacked size of an upload's arrays, each and all together, as "
+        "the archive declares them (checked before anything is unpacked); also what a worker "
+        "holds in memory to load it. Over it: 413.",
+    )
+    max_upload_compression_ratio: float = Field(
+        200.0,
+        ge=1,
+        description="Largest unpacked/packed size ratio of one upload member over 1 MiB "
+        "(real data packs a few times; a block of zeros ~1000×). Over it: 413.",
+    )
+    max_project_bytes: int = Field(
+        10_000_000_000,
+        ge=0,
+        description="Stored bytes of one project, uploads and job artifacts together: an "
+        "upload that would pass it answers 413, a job submitted while the project is over "
+        "it 429. Deleting datasets or jobs frees room.",
+    )
     max_page_size: int = Field(500, ge=1, description="Largest page of a list endpoint.")
-    max_width: int = Field(4096, ge=1, description="Widest hidden layer.")
-    max_depth: int = Field(8, ge=1, description="Most hidden layers.")
-    max_epochs: int = Field(1000, ge=1, description="Most epochs in one phase.")
-    max_samples_per_epoch: int = Field(10_000_000, ge=1, description="Most noise samples/epoch.")
     max_concurrent_jobs: int = Field(100, ge=1, description="Unfinished jobs per project.")
-    max_experiment_runs: int = Field(
-        64, ge=1, description="Most child runs (conditions × seeds) of one experiment."
+    # Resource estimates (noisefa.engine.contract.estimates, formulas in docs/design.md). The
+    # defaults accept every preset and MNIST MLPs of a few 1000-wide layers for 100s of epochs
+    # (~0.3 GiB, ~3e13), and refuse what fits no common GPU or would hold a worker for days.
+    max_job_memory_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="Largest estimated device memory of one job (bytes; default 8 GiB, which "
+        "leaves room on a 16 GB GPU or a small worker host): parameters, feedback matrices, "
+        "gradients, optimizer state, one batch's activations and the datasets on the device. "
+        "A job over it is refused at submit (422).",
+    )
+    max_job_compute: int = Field(
+        10**15,
+        ge=1,
+        description="Largest estimated compute of one job, in multiply-adds (default 1e15: "
+        "minutes on a GPU, about a day on a few CPU cores): 3 × Σ in·out over layers × "
+        "samples × epochs of every phase, plus per-epoch metrics and meta-loss. A job over it "
+        "is refused at submit (422).",
+    )
+    max_job_seconds: float = Field(
+        86_400.0,
+        gt=0,
+        description="Wall-clock seconds a pretrain or train job may run, counted from its "
+        "first attempt's start (time between attempts included); past it the job stops at "
+        "its next step, keeps its checkpoint and fails `time_limit`. A spec's `time_limit_s` "
+        "can only lower it.",
+    )
+    max_streams_per_project: int = Field(
+        100, ge=1, description="Open event streams (SSE) of one project on one API process."
+    )
+    max_streams_per_process: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Open event streams (SSE) on one API process, all projects together; "
+        "its event hub reads the new events of all their jobs in one query.",
     )
     experiment_sweep_after_s: float = Field(
         30.0,
@@ -67,6 +196,96 @@ class Settings(BaseSettings):
         description="An experiment whose children all ended this long ago without being "
         "aggregated (its message was lost) is sent to aggregate again.",
     )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads each job of a worker trains with; default: the machine's "
+        "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
+        "the node.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server workers mirror every job into (a run per job, "
+        "experiments as parent runs; needs `pip install noisefa[mlflow]`); unset: no MLflow. "
+        "MLflow being down never fails or slows a job (calls are retried a few times, then "
+        "dropped and logged).",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhook destinations allowed even when they resolve to loopback, "
+        "link-local or private addresses (host names or IP addresses, a JSON list or "
+        "comma-separated); every other destination must resolve to public addresses only.",
+    )
+    webhook_max_attempts: int = Field(
+        5, ge=1, le=50, description="Tries of one webhook delivery before it is given up."
+    )
+    webhook_retry_base_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="Pause before a webhook delivery's second try; doubled after each try.",
+    )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long one webhook request may take."
+    )
+
+    def threads_per_job(self, concurrency: int) -> int:
+        """``torch_threads``, else the cores shared out among ``concurrency`` jobs."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // concurrency)
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, hosts: object) -> object:
+        """An environment variable holds the hosts as a JSON list or ``a,b``."""
+        return _list_from_text(hosts, ",")
+
+    @field_validator("server_data_roots", mode="before")
+    @classmethod
+    def _roots_from_text(cls, roots: object) -> object:
+        """An environment variable holds the folders as a JSON list or ``/a:/b``."""
+        return _list_from_text(roots, os.pathsep)
+
+    @field_validator("server_data_roots")
+    @classmethod
+    def _roots_are_absolute(cls, roots: list[Path]) -> list[Path]:
+        # A relative folder would mean one thing to the API and another to each worker.
+        relative = [str(root) for root in roots if not root.is_absolute()]
+        if relative:
+            raise PydanticCustomError(
+                "server_data_root_relative", f"folders must be absolute paths, got {relative}"
+            )
+        return roots
+
+    # Checks of one setting against another read the other from ``info.data``: it is there
+    # when it is declared above this one and was valid itself (else its own error shows).
+
+    @field_validator("heartbeat_timeout_s")
+    @classmethod
+    def _timeout_outlasts_heartbeats(cls, timeout_s: float, info: ValidationInfo) -> float:
+        interval_s = info.data.get("heartbeat_interval_s")
+        if interval_s is not None and timeout_s < HEARTBEATS_PER_TIMEOUT * interval_s:
+            raise PydanticCustomError(
+                "heartbeat_timeout_too_short",
+                f"must be at least {HEARTBEATS_PER_TIMEOUT} × "
+                f"{env_var('heartbeat_interval_s')} ({interval_s:g} s), so one late heartbeat "
+                "does not mark a live job stale",
+            )
+        return timeout_s
+
+    @field_validator("reaper_interval_s")
+    @classmethod
+    def _reaper_sweeps_within_timeout(cls, interval_s: float, info: ValidationInfo) -> float:
+        timeout_s = info.data.get("heartbeat_timeout_s")
+        if timeout_s is not None and interval_s >= timeout_s:
+            raise PydanticCustomError(
+                "reaper_interval_too_long",
+                f"must be shorter than {env_var('heartbeat_timeout_s')} ({timeout_s:g} s), "
+                "so a dead worker's job is resumed within two timeouts",
+            )
+        return interval_s
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -91,13 +310,7 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """The engine's job limits, from these settings."""
-        return Limits(
-            max_width=self.max_width,
-            max_depth=self.max_depth,
-            max_epochs=self.max_epochs,
-            max_samples_per_epoch=self.max_samples_per_epoch,
-            max_experiment_runs=self.max_experiment_runs,
-        )
+        return Limits(**{name: getattr(self, name) for name in Limits.model_fields})
 
     @property
     def key_file(self) -> Path:
@@ -108,3 +321,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings from the current environment (a fresh read, so tests can change env)."""
     return Settings()
+
+
+def settings_error_lines(error: ValidationError) -> list[str]:
+    """One line per refused setting, named by its environment variable and with its value
+    (every check is a field's own, so each error has that field as its location)."""
+    return [
+        f"{env_var(str(item['loc'][0]))}: {item['msg']} (got {item['input']!r})"
+        for item in error.errors(include_url=False)
+    ]

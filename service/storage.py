@@ -3,6 +3,8 @@
 Selected by URL (``file:///abs/path`` or ``s3://bucket/prefix``). Keys are relative,
 slash-separated names, checked by :func:`check_name` and always joined under the root, so
 no key can reach outside it. Missing keys raise ``FileNotFoundError`` on every backend.
+
+Reads that must be intact go through :mod:`.checksums` (size and sha256 recorded at write).
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class LocalStorage:
     def iter_bytes(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """Open now (so a missing key fails before streaming starts), read lazily."""
         handle = self._path(key).open("rb")
-        return _read_chunks(handle, chunk_size)
+        return read_chunks(handle, chunk_size)
 
     def get_file(self, key: str, path: Path) -> None:
         """Copy the object to ``path``."""
@@ -149,7 +151,8 @@ class LocalStorage:
         self._path(key).unlink(missing_ok=True)
 
 
-def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
+def read_chunks(handle, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Read an open file in chunks, closing it at the end."""
     with handle:
         while chunk := handle.read(chunk_size):
             yield chunk

@@ -8,7 +8,7 @@ Two halves, so the training thread never waits on the database every step:
   ``cancel_poll_s``. Any refused write means the lease is lost.
 - :class:`JobCallbacks` are the engine's hooks: ``on_progress`` only stores a tuple;
   per-epoch metrics and checkpoint uploads are written at once (they are rare and must not
-  be lost); ``should_stop`` reads two flags.
+  be lost); ``should_stop`` reads two flags and the clock (the time limit, :mod:`.time_limit`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from noisefa.service.repositories import execution as repo
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
 
-from .artifacts import upload_artifact
+from .artifacts import CheckpointRetention, prune_stored_checkpoints, upload_artifact
 from .db_retry import retry_db_write
+from .time_limit import TimeLimit
+from .trackers.job_trackers import JobTrackers
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,12 @@ class JobCallbacks(RunCallbacks):
         self.storage = storage
         self.monitor = monitor
         self.out_dir = out_dir
+        # Set once the spec is parsed; None (evaluate jobs, tests) keeps every checkpoint.
+        self.retention: CheckpointRetention | None = None
+        # Set once the spec is parsed; None (evaluate jobs, tests) runs without a time limit.
+        self.time_limit: TimeLimit | None = None
+        # Set once the spec is parsed; None (evaluate jobs, tests) mirrors nothing.
+        self.trackers: JobTrackers | None = None
         self._epochs = 0
         self._phase_clock: tuple[float, int] | None = None  # (time, global step) at start
 
@@ -177,23 +185,45 @@ class JobCallbacks(RunCallbacks):
 
         if not retry_db_write(write, self.monitor.db_retry_s, f"job {self.attempt.job_id}"):
             self.monitor.lose_lease()
+        elif self.trackers is not None:  # only what the database holds too
+            self.trackers.add_epoch(phase, epoch, metrics)
 
     def on_checkpoint(self, path: Path) -> None:
-        """Upload the checkpoint as ``checkpoints/<file>``: the next attempt resumes from it."""
+        """Upload the checkpoint as ``checkpoints/<file>`` (the next attempt resumes from it),
+        then delete the stored ones the retention no longer keeps."""
         if self.monitor.lease_lost:
             return
         name = path.relative_to(self.out_dir).as_posix()
+        what = f"job {self.attempt.job_id}"
         uploaded = retry_db_write(
             lambda: upload_artifact(self.attempt, self.sessions, self.storage, path, name),
             self.monitor.db_retry_s,
-            f"job {self.attempt.job_id}",
+            what,
         )
+        if uploaded and self.retention is not None:
+            retention = self.retention
+            uploaded = retry_db_write(
+                lambda: prune_stored_checkpoints(
+                    self.attempt, self.sessions, self.storage, retention
+                ),
+                self.monitor.db_retry_s,
+                what,
+            )
         if not uploaded:
             self.monitor.lose_lease()
 
     def should_stop(self) -> bool:
-        """Stop on cancel, or when another attempt owns the job now."""
-        return self.monitor.cancel_seen.is_set() or self.monitor.lease_lost
+        """Stop on cancel, when another attempt owns the job now, or past the time limit."""
+        if self.monitor.cancel_seen.is_set() or self.monitor.lease_lost:
+            return True
+        return self.time_limit is not None and self.time_limit.expired
+
+    def expired_time_limit(self) -> TimeLimit | None:
+        """The limit a stopped run ran past; None when it stopped for a cancel (which wins:
+        the user asked) or a lost lease."""
+        if self.monitor.cancel_seen.is_set() or self.monitor.lease_lost:
+            return None
+        return self.time_limit if self.time_limit is not None and self.time_limit.expired else None
 
 
 def _ids(attempt: repo.Attempt) -> tuple[str, int]:

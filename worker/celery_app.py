@@ -6,15 +6,22 @@ routing by queue. ``noisefa worker`` asks for one fresh child process per job on
 (GPU memory is returned when the child exits; CUDA is first touched inside that child,
 never in the parent).
 
+Once Celery is ready the worker registers itself in the database and heartbeats there
+(:mod:`.registry`), so ``/readyz`` can tell which queues have a live consumer.
+
 Start it with ``noisefa worker`` or ``celery -A noisefa.worker.celery_app worker -Q cpu``.
 """
 
 from __future__ import annotations
 
-from celery.signals import worker_init
+from typing import Any
+
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from noisefa.service.broker import RUN_JOB_TASK, make_celery
 from noisefa.service.settings import get_settings
+
+from .registry import WorkerRegistration
 
 settings = get_settings()
 
@@ -44,3 +51,31 @@ def preload_training_stack(**_: object) -> None:
     """
     import sklearn.datasets  # noqa: F401  (the bundled digits set)
     import torch._dynamo  # noqa: F401  (imported by torch.optim's first optimizer)
+
+    apply_torch_threads()  # the solo pool trains in this process
+
+
+@worker_process_init.connect
+def apply_torch_threads(**_: object) -> None:
+    """Train with this job process's share of the CPU (``Settings.torch_threads``, which
+    ``noisefa worker`` sets from the cores and the concurrency when it is unset)."""
+    threads = get_settings().torch_threads
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+registration = WorkerRegistration(settings)
+
+
+@worker_ready.connect
+def register_worker(sender: Any, **_: object) -> None:
+    """Register this worker (the queues its consumer reads) and start its heartbeat."""
+    registration.start(sender.app.amqp.queues.consume_from)
+
+
+@worker_shutdown.connect
+def deregister_worker(**_: object) -> None:
+    """Delete this worker's row on a clean (warm or cold) shutdown."""
+    registration.stop()

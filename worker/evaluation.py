@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.errors import InvalidSpecError
 from noisefa.engine.contract.evaluate_spec import EvaluateSpec
+from noisefa.engine.contract.states import JobState
 from noisefa.engine.ood import PLOT_NAME, evaluate_checkpoint
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories import jobs as job_repo
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
 
-from .artifacts import upload_artifact
-from .uploads import fetch_uploads
+from .artifacts import download_checkpoint, upload_artifact
+from .uploads import local_dataset_files
 
 
 def run_evaluation(
@@ -45,12 +46,16 @@ def run_evaluation(
             f"init_from: job {spec.init_from} has no final checkpoint to evaluate"
         )
     checkpoint = out_dir / "init" / init.name.rsplit("/", 1)[-1]
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    storage.get_file(init.storage_key, checkpoint)
+    download_checkpoint(storage, init, checkpoint)  # intact, or CorruptCheckpointError
     names = spec.datasets or ([trained_on] if trained_on else [])
-    dataset_files = fetch_uploads(names, attempt.project_id, settings, sessions, storage)
+    dataset_files = local_dataset_files(names, attempt.project_id, settings, sessions, storage)
     result = evaluate_checkpoint(
-        spec, checkpoint, out_dir, data_dir=settings.data_dir, dataset_files=dataset_files
+        spec,
+        checkpoint,
+        out_dir,
+        data_dir=settings.data_dir,
+        download=settings.download,
+        dataset_files=dataset_files,
     )
     # The worker's scratch path means nothing to a client: name the job and artifact instead.
     result["checkpoint"] = {"job_id": spec.init_from, "artifact": init.name}
@@ -59,4 +64,4 @@ def run_evaluation(
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out_dir / "result.json")
     upload_artifact(attempt, sessions, storage, out_dir / PLOT_NAME, PLOT_NAME)
-    return {"state": "succeeded", "result": result}
+    return {"state": JobState.SUCCEEDED, "result": result}

@@ -17,6 +17,7 @@ finds the children, a second finish finds the experiment ended or fences the fir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.experiment_spec import ExperimentSpec, expand_experiment
+from noisefa.engine.contract.states import FailureReason, JobState
 from noisefa.engine.report import PLOTS, REPORT_JSON, REPORT_MD, aggregate_experiment
 from noisefa.service.broker import enqueue_finish_experiment, enqueue_job, make_celery, queue_for
 from noisefa.service.db import engine_from_settings, make_sessionmaker
@@ -37,6 +39,7 @@ from noisefa.service.settings import Settings
 from noisefa.service.storage import storage_from_settings
 
 from .artifacts import upload_artifact
+from .trackers.job_trackers import drain_mlflow, mlflow_mirror, start_mlflow_run
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ REPORT_FILES = (REPORT_JSON, REPORT_MD, *PLOTS.values())
 
 def fan_out_experiment(
     attempt: repo.Attempt, settings: Settings, sessions: sessionmaker[Session]
-) -> str | None:
+) -> JobState | None:
     """Create and send the experiment's runs; the terminal state if it ended here, else None."""
     try:
         spec = ExperimentSpec.model_validate(attempt.spec, context={"limits": settings.limits})
@@ -55,34 +58,44 @@ def fan_out_experiment(
             repo.finish(
                 session,
                 attempt,
-                "failed",
-                error_reason="invalid_spec",
+                JobState.FAILED,
+                error_reason=FailureReason.INVALID_SPEC,
                 error_message=f"the stored spec is no longer valid: {exc}",
             )
-        return "failed"
+        return JobState.FAILED
     with sessions() as session:
         queued = experiment_repo.create_children(session, attempt, runs, settings.max_attempts)
     if queued is None:
         with sessions() as session:
             if experiment_repo.cancel_requested(session, attempt.job_id) and repo.finish(
-                session, attempt, "cancelled"
+                session, attempt, JobState.CANCELLED
             ):
                 log.info("experiment %s: cancelled before its runs were created", attempt.job_id)
-                return "cancelled"
+                return JobState.CANCELLED
         log.warning("experiment %s: lost its lease during fan-out", attempt.job_id)
         return None
     log.info("experiment %s: %d runs to send", attempt.job_id, len(queued))
+    # The parent run, made while the children are sent (each finds it by its tag, or
+    # creates it when it starts first).
+    mirror = start_mlflow_run(settings, sessions, attempt.job_id, attempt.project_id, attempt.spec)
     _send(settings, lambda celery: [enqueue_job(celery, *run) for run in queued])
     if not queued:  # a retried fan-out whose runs have all ended already
         _send(settings, lambda c: enqueue_finish_experiment(c, attempt.job_id, queue_for(spec)))
+    if mirror is not None:
+        drain_mlflow(mirror, attempt.job_id)
     return None
 
 
 def aggregate_if_due(job_id: str, settings: Settings) -> None:
-    """After job ``job_id`` ended: send "aggregate" if it was its experiment's last live run."""
+    """After job ``job_id`` ended: if it is an experiment's run, record how many of the
+    experiment's runs have ended, and send "aggregate" if it was the last live one."""
     engine = engine_from_settings(settings)
     try:
         with make_sessionmaker(engine)() as session:
+            parent_id = experiment_repo.parent_of(session, job_id)
+            if parent_id is None:
+                return
+            experiment_repo.record_children_done(session, parent_id)
             due = experiment_repo.due_parent(session, job_id)
     finally:
         engine.dispose()
@@ -91,7 +104,12 @@ def aggregate_if_due(job_id: str, settings: Settings) -> None:
         _send(settings, lambda celery: enqueue_finish_experiment(celery, *due))
 
 
-def finish_experiment(parent_id: str, settings: Settings) -> str | None:
+class LostLease(Exception):
+    """Another aggregation of the same experiment claimed it after this one (runs ending
+    together, or the reaper, each send "aggregate"): this one stops and writes nothing."""
+
+
+def finish_experiment(parent_id: str, settings: Settings) -> JobState | None:
     """Aggregate and end experiment ``parent_id`` if it is due; the state written, else None."""
     engine = engine_from_settings(settings)
     sessions = make_sessionmaker(engine)
@@ -101,16 +119,22 @@ def finish_experiment(parent_id: str, settings: Settings) -> str | None:
         if attempt is None:
             log.info("experiment %s: not due for aggregation", parent_id)
             return None
+        with sessions() as session:  # runs ended without a task of theirs count too
+            experiment_repo.record_children_done(session, parent_id)
         with sessions() as session:
             if experiment_repo.cancel_requested(session, parent_id):
-                return "cancelled" if repo.finish(session, attempt, "cancelled") else None
+                cancelled = repo.finish(session, attempt, JobState.CANCELLED)
+                return JobState.CANCELLED if cancelled else None
         try:
             outcome = _aggregate(attempt, settings, sessions)
+        except LostLease as lost:
+            log.info("%s", lost)  # the usual end of a duplicate aggregation, not an error
+            return None
         except Exception as exc:
             log.exception("experiment %s: aggregation failed", parent_id)
             outcome = {
-                "state": "failed",
-                "error_reason": "internal",
+                "state": JobState.FAILED,
+                "error_reason": FailureReason.INTERNAL,
                 "error_message": f"aggregating the runs failed ({type(exc).__name__})",
             }
         with sessions() as session:
@@ -144,22 +168,33 @@ def _aggregate(
         storage = storage_from_settings(settings)
         for name in REPORT_FILES:
             if not upload_artifact(attempt, sessions, storage, out_dir / name, name):
-                raise RuntimeError("lost the experiment's lease while uploading its report")
+                raise LostLease(f"experiment {attempt.job_id}: another aggregation took over")
+        mirror = mlflow_mirror(settings)
+        if mirror is not None:
+            succeeded = any(run.state == JobState.SUCCEEDED for run in runs)
+            ended = JobState.SUCCEEDED if succeeded else JobState.FAILED
+            files = [(out_dir / name, name) for name in REPORT_FILES]
+            mirror.end_run(attempt.job_id, attempt.project_id, ended, files)
+            drain_mlflow(mirror, attempt.job_id)
         result = json.loads((out_dir / REPORT_JSON).read_text())
     finally:
-        shutil.rmtree(out_dir.parent, ignore_errors=True)
+        # Only this claim's folder: a second aggregation of the same experiment (two runs
+        # ending at once both send "aggregate") may still be writing beside it.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            out_dir.parent.rmdir()  # the experiment's folder, once no aggregation uses it
     result["runs"] = {
         condition: [run.id for seed in spec.seeds if (run := cells.get((condition, seed)))]
         for condition in spec.conditions
     }
     result["artifacts"] = list(REPORT_FILES)
-    if any(run.state == "succeeded" for run in runs):
-        return {"state": "succeeded", "result": result}
+    if any(run.state == JobState.SUCCEEDED for run in runs):
+        return {"state": JobState.SUCCEEDED, "result": result}
     first = next((run for run in runs if run.error_reason), None)
     return {
-        "state": "failed",
+        "state": JobState.FAILED,
         "result": result,
-        "error_reason": first.error_reason if first else "internal",
+        "error_reason": first.error_reason if first else FailureReason.INTERNAL,
         "error_message": "no run of the experiment succeeded"
         + (f"; first error: {first.error_message}" if first else ""),
     }
@@ -170,7 +205,7 @@ def _child(run: Job | None, points: dict[str, list[dict]]) -> dict[str, Any]:
     if run is None:
         return {"state": "missing", "history": [], "error": None}
     error = None
-    if run.state != "succeeded":
+    if run.state != JobState.SUCCEEDED:
         error = {"reason": run.error_reason or run.state, "message": run.error_message}
     return {"state": run.state, "history": points.get(run.id, []), "error": error}
 

@@ -20,12 +20,16 @@ from .states import JobKind
 JobBody = Annotated[JobSpec | EvaluateSpec | ExperimentSpec, Field(discriminator="kind")]
 """Any job body, told apart by ``kind``."""
 
-BODY_MODELS: dict[str, type[BaseModel]] = {
-    kind: model
+BODY_MODELS: dict[JobKind, type[BaseModel]] = {
+    JobKind(kind): model
     for model in get_args(get_args(JobBody)[0])
     for kind in get_args(model.model_fields["kind"].annotation)
 }
-"""``kind`` → the model of that body, read off :data:`JobBody`."""
+"""``kind`` → the model of that body, read off :data:`JobBody`.
+
+The models spell ``kind`` as text literals (pydantic's error for a wrong kind would print
+enum members' reprs); ``JobKind(kind)`` refuses at import any spelling that is not a kind.
+"""
 
 
 def parse_job(data: Any, limits: Limits | None = None) -> JobSpec | EvaluateSpec | ExperimentSpec:

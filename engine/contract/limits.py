@@ -1,15 +1,17 @@
 """Size limits on jobs, one place for all of them.
 
-The engine enforces them while validating a spec; the service fills them from its settings
-(``NOISEFA_MAX_*``), and the CLI reads the same environment variables.
+The engine enforces them while validating a spec. Each field is written only here: the
+service's ``Settings`` inherits them (read from ``NOISEFA_MAX_*``), and the API, the worker
+and ``noisefa run`` all pass ``settings.limits`` in. The engine reads no environment itself.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
+
+from .catalogue import builtin_shape, known_datasets
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -19,22 +21,18 @@ class Limits(BaseModel):
     """Upper bounds on what one job may ask for."""
 
     max_width: int = Field(4096, ge=1, description="Widest hidden layer.")
+    max_classes: int = Field(
+        1000,
+        ge=1,
+        description="Most classes of a dataset (the output layer's width): refused in a "
+        "built-in a spec names, and in an upload.",
+    )
     max_depth: int = Field(8, ge=1, description="Most hidden layers.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs in one phase.")
     max_samples_per_epoch: int = Field(10_000_000, ge=1, description="Most noise samples/epoch.")
     max_experiment_runs: int = Field(
         64, ge=1, description="Most child runs (conditions × seeds) of one experiment."
     )
-
-    @classmethod
-    def from_env(cls) -> Limits:
-        """Limits from ``NOISEFA_MAX_WIDTH`` etc., defaults where unset."""
-        values = {}
-        for name in cls.model_fields:
-            raw = os.environ.get(f"NOISEFA_{name.upper()}")
-            if raw is not None:
-                values[name] = int(raw)
-        return cls(**values)
 
     def check(self, spec: JobSpec) -> None:
         """Raise ``ValueError`` naming the field and the allowed range when over a limit."""
@@ -46,6 +44,7 @@ class Limits(BaseModel):
                 raise ValueError(
                     f"model.hidden[{i}]: width must be in [1, {self.max_width}], got {width}"
                 )
+        self._check_classes(spec)
         for phase in ("pretrain", "train"):
             block = getattr(spec, phase)
             if block is not None and block.epochs > self.max_epochs:
@@ -59,3 +58,17 @@ class Limits(BaseModel):
                 "pretrain.samples_per_epoch: must be in "
                 f"[1, {self.max_samples_per_epoch}], got {spec.pretrain.samples_per_epoch}"
             )
+
+    def _check_classes(self, spec: JobSpec) -> None:
+        """The output layer is as wide as the data's class count; known here for built-ins
+        (an upload's is checked when it is uploaded)."""
+        for phase in ("pretrain", "train"):
+            block = getattr(spec, phase)
+            name = block.dataset if block is not None else None
+            if name in known_datasets():
+                classes = builtin_shape(name)[1]
+                if classes > self.max_classes:
+                    raise ValueError(
+                        f"{phase}.dataset: {name!r} has {classes} classes; at most "
+                        f"max_classes ({self.max_classes}) are allowed"
+                    )

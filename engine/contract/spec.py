@@ -16,18 +16,24 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from .limits import Limits
+from .states import JobKind
 
 RuleName = Literal["bp", "fa"]
 Activation = Literal["relu", "tanh"]
 DeviceName = Literal["cpu", "cuda", "auto"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
+MAX_TIME_LIMIT_S = 365 * 86_400  # a year: a bound on the field, not a deployment's limit
 
 
 class SpecModel(BaseModel):
-    """Base for spec blocks: unknown fields are errors, so a typo never silently does nothing."""
+    """Base for spec blocks: unknown fields are errors, so a typo never silently does nothing.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict types, so a value means what it says: ``true`` or ``"16"`` is not a width, ``1``
+    is not a boolean, ``"0.1"`` is not a learning rate (an integer is still a float).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     def canonical_json(self) -> str:
         """The normalised spec as JSON with sorted keys: equal specs give equal text
@@ -36,14 +42,16 @@ class SpecModel(BaseModel):
 
 
 class OptimizerSpec(SpecModel):
-    """Optimizer of one phase. Defaults follow DESIGN.md's measured prototype (Adam, 1e-3)."""
+    """Optimizer of one phase. Defaults follow docs/design.md's measured prototype (Adam, 1e-3)."""
 
     name: Literal["adam", "sgd"] = Field("adam", description="Optimizer: `adam` or `sgd`.")
     lr: float = Field(1e-3, gt=0, le=10, description="Learning rate, in (0, 10].")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum, in [0, 1).")
     weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay, in [0, 1].")
+    # Not strict as a whole: a pair arrives as a list from JSON, YAML and the database (its
+    # two numbers are still strict floats).
     betas: tuple[float, float] = Field(
-        (0.9, 0.999), description="Adam's (beta1, beta2), each in [0, 1)."
+        (0.9, 0.999), strict=False, description="Adam's (beta1, beta2), each in [0, 1)."
     )
 
     @model_validator(mode="after")
@@ -160,6 +168,37 @@ class TrainSpec(SpecModel):
     meta_loss: MetaLossSpec | None = Field(None, description="Meta-loss measured in this phase.")
 
 
+WebhookEvent = Literal["state", "succeeded", "failed", "cancelled"]
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+class NotifySpec(SpecModel):
+    """A webhook for this job's state changes (signed deliveries; see the README's Trackers).
+
+    Only the form is checked here; whether the deployment lets webhooks reach the host is
+    checked at submit (and again at each delivery) by the service.
+    """
+
+    url: str = Field(
+        max_length=MAX_WEBHOOK_URL_CHARS,
+        description="`http://` or `https://` URL each delivery is POSTed to.",
+    )
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: ["state"],
+        min_length=1,
+        max_length=4,
+        description="`state` (every state change), `succeeded`, `failed`, `cancelled`.",
+    )
+
+    @model_validator(mode="after")
+    def _url_is_http(self) -> NotifySpec:
+        scheme, sep, rest = self.url.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if not sep or scheme.lower() not in ("http", "https") or not host:
+            raise ValueError("url: must be an http:// or https:// URL with a host")
+        return self
+
+
 class JobSpec(SpecModel):
     """A job: optional noise pretraining, then optional training on data.
 
@@ -178,10 +217,20 @@ class JobSpec(SpecModel):
     device: DeviceName = Field("auto", description="`cpu`, `cuda`, or `auto` (cuda if present).")
     checkpoint_every: int = Field(1, ge=1, description="Write a checkpoint every N epochs.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    time_limit_s: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TIME_LIMIT_S,
+        description="Wall-clock seconds this job may run (a worker stops it at the next step "
+        "past it, keeps its checkpoint and fails it `time_limit`); the deployment's "
+        "`max_job_seconds` applies when unset or smaller. Counted from the first attempt's "
+        "start. Does not change results, so a resume ignores it.",
+    )
+    notify: NotifySpec | None = Field(None, description="Webhook for this job's state changes.")
 
     @model_validator(mode="after")
     def _phases_match_kind(self, info: ValidationInfo) -> JobSpec:
-        if self.kind == "pretrain":
+        if self.kind == JobKind.PRETRAIN:
             if self.pretrain is None:
                 raise ValueError("pretrain: required when kind is 'pretrain'")
             if self.train is not None:
@@ -191,7 +240,7 @@ class JobSpec(SpecModel):
                     "pretrain.dataset: required when kind is 'pretrain' "
                     "(it gives the noise's input shape and class count)"
                 )
-        if self.kind == "train" and self.train is None:
+        if self.kind == JobKind.TRAIN and self.train is None:
             raise ValueError("train: required when kind is 'train'")
         limits = (info.context or {}).get("limits") or Limits()
         limits.check(self)
@@ -210,8 +259,9 @@ class JobSpec(SpecModel):
         names = ["pretrain"] if self.pretrain is not None else []
         return names + (["train"] if self.train is not None else [])
 
-    def fingerprint(self, *, ignore: tuple[str, ...] = ("device",)) -> str:
-        """A hash of what decides the results (device excluded), to match resumes to specs."""
+    def fingerprint(self, *, ignore: tuple[str, ...] = ("device", "time_limit_s", "notify")) -> str:
+        """A hash of what decides the results (device, time limit and webhook excluded), to
+        match resumes to specs."""
         data: dict[str, Any] = self.model_dump(mode="json")
         for key in ignore:
             data.pop(key, None)

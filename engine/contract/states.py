@@ -47,4 +47,10 @@ class FailureReason(StrEnum):
     DATASET_UNAVAILABLE = "dataset_unavailable"
     OUT_OF_MEMORY = "out_of_memory"
     WORKER_LOST = "worker_lost"
+    # Every stored checkpoint a resumed attempt could start from failed its checksum.
+    CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+    # The job ran past its wall-clock limit (``time_limit_s`` or ``max_job_seconds``); it
+    # stopped at a step and kept its checkpoint.
+    TIME_LIMIT = "time_limit"
+    DIVERGED = "diverged"
     INTERNAL = "internal"

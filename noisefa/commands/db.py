@@ -20,16 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def upgrade(args: argparse.Namespace) -> int:
     """Migrate up; the settings come from ``NOISEFA_*``."""
     from noisefa.service import migrate
-    from noisefa.service.settings import get_settings
 
-    migrate.upgrade(get_settings(), args.revision)
+    from .settings import load_settings
+
+    migrate.upgrade(load_settings(), args.revision)
     return 0
 
 
 def downgrade(args: argparse.Namespace) -> int:
     """Migrate down."""
     from noisefa.service import migrate
-    from noisefa.service.settings import get_settings
 
-    migrate.downgrade(get_settings(), args.revision)
+    from .settings import load_settings
+
+    migrate.downgrade(load_settings(), args.revision)
     return 0

@@ -2,8 +2,10 @@
 
 Uses a running service if one answers at ``--url``, else starts the embedded one
 (``noisefa serve`` on a free port, logging to ``NOISEFA_HOME/demo-server.log``) for the
-duration of the demo. Submits every condition × seed as a job, shows live progress, prints
-the comparison table, and says where the final checkpoints are.
+duration of the demo. Submits the ``comparison`` preset (on digits, with ``--seeds`` and
+``--epochs``) as one ``experiment`` job, shows how many of its runs are done, prints the
+table of the experiment's report (the server aggregates; nothing is summarised here), and
+says where each run's final checkpoint is.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from noisefa.engine.contract.states import TERMINAL_STATES, JobState
+
 from .processes import answers, free_port, spawn_noisefa, stop_process, wait_until_answers
 
 log = logging.getLogger(__name__)
 
-DATASET = "digits"
 SERVER_START_TIMEOUT_S = 120.0
 SERVER_STOP_TIMEOUT_S = 30.0
 POLL_S = 0.5
 BAR_UNITS = 1000
 BAR_FORMAT = "{{desc}} |{{bar:24}}| {{percentage:3.0f}}% {status}"
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
-Submitted = tuple[str, int, dict[str, Any]]  # (condition, seed, job)
+Job = dict[str, Any]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from noisefa.client import Client
 
     with service(args.url) as (url, storage_url), Client(url) as client:
-        return compare(client, seeds=args.seeds, epochs=args.epochs, storage_url=storage_url)
+        return run_comparison(client, seeds=args.seeds, epochs=args.epochs, storage_url=storage_url)
 
 
 @contextmanager
@@ -71,9 +73,9 @@ def service(url: str) -> Iterator[tuple[str, str | None]]:
         log.info("using the service at %s", url)
         yield url, None
         return
-    from noisefa.service.settings import get_settings
+    from .settings import load_settings
 
-    settings = get_settings()
+    settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     server_log = settings.home / "demo-server.log"
     local_url = f"http://127.0.0.1:{free_port()}"
@@ -97,95 +99,108 @@ def service(url: str) -> Iterator[tuple[str, str | None]]:
         stop_process(server, sig=signal.SIGINT, timeout_s=SERVER_STOP_TIMEOUT_S)
 
 
-def compare(client: Any, *, seeds: int, epochs: int, storage_url: str | None) -> int:
-    """Submit every condition × seed, follow them, print the table and the checkpoints."""
-    from noisefa.engine.compare import comparison_specs, format_table, summarize
+def run_comparison(client: Any, *, seeds: int, epochs: int, storage_url: str | None) -> int:
+    """Submit the comparison experiment, follow it, print its table and the checkpoints."""
+    from noisefa.client import ApiError
+    from noisefa.engine.contract.presets import comparison_body
+    from noisefa.engine.report_format import format_table_text
 
-    specs = comparison_specs(dataset=DATASET, seeds=list(range(seeds)), epochs=epochs)
-    jobs: list[Submitted] = []
-    for condition, condition_specs in specs.items():
-        for seed, spec in enumerate(condition_specs):
-            job = client.submit(spec.model_dump(mode="json", exclude_none=True))
-            jobs.append((condition, seed, job))
-    print(f"{len(jobs)} jobs on {client.base_url}: {', '.join(specs)} × {seeds} seeds, {DATASET}")
-    finished = _follow(client, jobs)
-
-    histories: dict[str, list[list[dict[str, Any]]]] = {condition: [] for condition in specs}
-    failed = []
-    for condition, seed, job in finished:
-        if job["state"] == "succeeded":
-            histories[condition].append(client.metrics(job["id"]))
-        else:
-            error = job.get("error") or {}
-            failed.append(f"{condition} seed {seed}: {job['state']} {error.get('message') or ''}")
+    body = comparison_body(seeds=seeds, epochs=epochs)  # on the preset's dataset, digits
+    try:
+        experiment = client.submit(body)
+    except ApiError as exc:
+        raise SystemExit(f"the service refused the comparison experiment: {exc}") from None
+    conditions = list(body["conditions"])
+    print(
+        f"experiment {experiment['id']} on {client.base_url}: {', '.join(conditions)} "
+        f"× {seeds} seeds, {body['base']['train']['dataset']}"
+    )
+    experiment, runs = _follow(client, experiment, total=len(conditions) * seeds)
+    order = {name: i for i, name in enumerate(conditions)}
+    runs.sort(key=lambda run: (order.get(run["condition"], len(order)), _seed(run)))
     print()
-    print(format_table(summarize({c: h for c, h in histories.items() if h})))
-    print()
-    _print_checkpoints(finished, storage_url)
-    for line in failed:
-        print(f"not succeeded: {line}")
-    return 1 if failed else 0
+    if experiment.get("result"):
+        print(format_table_text(experiment["result"]["table"]))
+        print()
+    _print_checkpoints(runs, storage_url)
+    failed = [run for run in runs if run["state"] != JobState.SUCCEEDED]
+    for run in failed:
+        error = run.get("error") or {}
+        print(
+            f"not succeeded: {run['condition']} seed {_seed(run)}: {run['state']} "
+            f"{error.get('message') or ''}"
+        )
+    if experiment["state"] != JobState.SUCCEEDED:
+        error = experiment.get("error") or {}
+        print(f"experiment {experiment['state']}: {error.get('message') or ''}")
+    return 0 if experiment["state"] == JobState.SUCCEEDED and not failed else 1
 
 
-def _follow(client: Any, jobs: list[Submitted]) -> list[Submitted]:
-    """Poll every job until all have ended, with one progress bar per job."""
+def _follow(client: Any, experiment: Job, *, total: int) -> tuple[Job, list[Job]]:
+    """Poll the experiment and its runs until it has ended, with one progress bar."""
     from tqdm import tqdm
 
-    bars = [
-        tqdm(
-            total=BAR_UNITS,
-            desc=f"{condition:>8} seed {seed}",
-            position=i,
-            bar_format=BAR_FORMAT.format(status="queued"),
-        )
-        for i, (condition, seed, _) in enumerate(jobs)
-    ]
-    current = [job for _, _, job in jobs]
+    bar = tqdm(total=BAR_UNITS, desc="comparison", bar_format=BAR_FORMAT.format(status="queued"))
     try:
         while True:
-            for i, job in enumerate(current):
-                if job["state"] not in TERMINAL_STATES:
-                    current[i] = job = client.get(job["id"])
-                _draw(bars[i], job)
-            if all(job["state"] in TERMINAL_STATES for job in current):
-                break
+            runs = list(client.list(parent_id=experiment["id"]))
+            _draw(bar, experiment, runs, total)
+            if experiment["state"] in TERMINAL_STATES:
+                return experiment, runs
             time.sleep(POLL_S)
+            experiment = client.get(experiment["id"])
     finally:
-        for bar in bars:
-            bar.close()
-    return [(cond, seed, job) for (cond, seed, _), job in zip(jobs, current, strict=True)]
+        bar.close()
 
 
-def _draw(bar: Any, job: dict[str, Any]) -> None:
-    """How far the job is over all of its phases, and where it is now."""
-    progress = job.get("progress") or {}
-    phases = [name for name in ("pretrain", "train") if job["spec"].get(name) is not None]
-    ended = job["state"] in TERMINAL_STATES
-    done = 1.0 if ended else 0.0
-    if not ended and progress.get("steps") and progress.get("phase") in phases:
-        in_phase = (progress["epoch"] - 1) * progress["steps"] + progress["step"]
-        fraction = in_phase / (progress["epochs"] * progress["steps"])
-        done = (phases.index(progress["phase"]) + fraction) / len(phases)
-    bar.n = round(done * BAR_UNITS)
-    where = ""
-    if progress and not ended:
-        where = f" {progress['phase']} epoch {progress['epoch']}/{progress['epochs']}"
+def _draw(bar: Any, experiment: Job, runs: list[Job], total: int) -> None:
+    """How far the runs are together, how many have ended, and where a running one is."""
+    ended = sum(run["state"] in TERMINAL_STATES for run in runs)
+    bar.n = round(sum(_run_fraction(run) for run in runs) / max(total, 1) * BAR_UNITS)
+    status = f"{experiment['state']}, {ended}/{total} runs done"
+    live = experiment["state"] not in TERMINAL_STATES
+    running = [run for run in runs if run.get("progress") and run["state"] == JobState.RUNNING]
+    if live and running:
+        run, progress = running[0], running[0]["progress"]
+        status += (
+            f"; {run['condition']} seed {_seed(run)} "
+            f"{progress['phase']} epoch {progress['epoch']}/{progress['epochs']}"
+        )
+    elif live and ended == total:
+        status += "; aggregating the report"
     # tqdm's own postfix comes with a leading comma; the status is part of the format instead.
-    bar.bar_format = BAR_FORMAT.format(status=job["state"] + where)
+    bar.bar_format = BAR_FORMAT.format(status=status)
     bar.refresh()
 
 
-def _print_checkpoints(finished: list[Submitted], storage_url: str | None) -> None:
-    """Where each final checkpoint is: a local file, else how to download it."""
+def _run_fraction(run: Job) -> float:
+    """How far one run is over all of its phases: 1 once it has ended."""
+    if run["state"] in TERMINAL_STATES:
+        return 1.0
+    progress = run.get("progress") or {}
+    phases = [name for name in ("pretrain", "train") if run["spec"].get(name) is not None]
+    if not progress.get("steps") or progress.get("phase") not in phases:
+        return 0.0
+    in_phase = (progress["epoch"] - 1) * progress["steps"] + progress["step"]
+    fraction = in_phase / (progress["epochs"] * progress["steps"])
+    return (phases.index(progress["phase"]) + fraction) / len(phases)
+
+
+def _seed(run: Job) -> int:
+    return run["spec"]["model"]["seed"]
+
+
+def _print_checkpoints(runs: list[Job], storage_url: str | None) -> None:
+    """Where each run's final checkpoint is: a local file, else how to download it."""
     root = None
     if storage_url and storage_url.startswith("file://"):
         root = Path(unquote(urlparse(storage_url).path))
     print("final checkpoints" + (f" (object storage {storage_url})" if storage_url else "") + ":")
-    for condition, seed, job in finished:
-        name = (job.get("result") or {}).get("final_checkpoint")
+    for run in runs:
+        name = (run.get("result") or {}).get("final_checkpoint")
         if not name:
             continue
         # Local storage keys are <project id>/jobs/<job id>/<artifact name>.
-        found = sorted(root.glob(f"*/jobs/{job['id']}/{name}")) if root else []
-        where = str(found[0]) if found else f"noisefa download {job['id']} {name}"
-        print(f"  {condition:>8} seed {seed}: {where}")
+        found = sorted(root.glob(f"*/jobs/{run['id']}/{name}")) if root else []
+        where = str(found[0]) if found else f"noisefa download {run['id']} {name}"
+        print(f"  {run['condition']:>8} seed {_seed(run)}: {where}")

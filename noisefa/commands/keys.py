@@ -21,9 +21,10 @@ def create_key(args: argparse.Namespace) -> int:
     """Create the key; the database must be migrated (``noisefa db upgrade``)."""
     from noisefa.service.db import engine_from_settings, make_sessionmaker
     from noisefa.service.repositories.projects import create_project_key
-    from noisefa.service.settings import get_settings
 
-    engine = engine_from_settings(get_settings())
+    from .settings import load_settings
+
+    engine = engine_from_settings(load_settings())
     try:
         with make_sessionmaker(engine)() as session:
             key = create_project_key(session, args.project)

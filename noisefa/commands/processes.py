@@ -52,6 +52,16 @@ def stop_process(
     return process.wait()
 
 
+def describe_exit(returncode: int) -> str:
+    """``exited with status 1`` or ``was killed by SIGKILL``, for a log line."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as sock:

@@ -15,10 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from noisefa.engine.contract.states import JobState
+
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 EXIT_API_ERROR = 4
-STATE_EXIT = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+STATE_EXIT = {
+    JobState.SUCCEEDED: 0,
+    JobState.FAILED: EXIT_FAILED,
+    JobState.CANCELLED: EXIT_CANCELLED,
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,9 +107,19 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _job_line(job: dict[str, Any]) -> str:
-    progress = job.get("progress") or {}
-    where = f"{progress.get('phase')} {progress.get('epoch')}/{progress.get('epochs')}"
-    return f"{job['id']}  {job['kind']:<9} {job['state']:<10} {where if progress else ''}"
+    return f"{job['id']}  {job['kind']:<9} {job['state']:<10} {_where(job.get('progress'))}"
+
+
+def _where(progress: dict[str, Any] | None) -> str:
+    """Where a job stands: an experiment's runs ended of all, else its phase's epoch of all."""
+    if not progress:
+        return ""
+    phase = progress.get("phase") or ""
+    if "children_total" in progress:
+        return f"{phase} {progress.get('children_done', 0)}/{progress['children_total']} runs"
+    if progress.get("epochs") is not None:
+        return f"{phase} {progress.get('epoch')}/{progress['epochs']}"
+    return phase
 
 
 def _submit(client, args: argparse.Namespace) -> int:

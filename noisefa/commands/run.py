@@ -1,9 +1,11 @@
 """``noisefa run SPEC --out DIR``: run one job locally, with a progress bar.
 
 Re-running into the same folder resumes from its last checkpoint; a folder holding another
-spec's checkpoints is refused. User errors (bad spec, missing dataset, foreign checkpoint)
-exit with code 2 and a message on stderr, never a traceback. Ctrl-C stops gracefully: the
-loop writes a checkpoint and the next run resumes from it.
+spec's checkpoints is refused. Limits, data folder and downloading come from the same
+``NOISEFA_*`` settings as the service's (``--data-dir`` overrides the folder). User errors
+(bad settings, bad spec, missing dataset, foreign checkpoint) exit with code 2 and a message
+on stderr, never a traceback. Ctrl-C stops gracefully: the loop writes a checkpoint and the
+next run resumes from it.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="Folder of torchvision datasets (default: $NOISEFA_DATA_DIR).",
+        help="Folder of torchvision datasets (default: $NOISEFA_DATA_DIR, else "
+        "~/.cache/noisefa/data).",
     )
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     parser.set_defaults(func=run_command)
@@ -103,18 +106,20 @@ def run_command(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from noisefa.engine.contract.errors import EngineError, RunStopped
-    from noisefa.engine.contract.limits import Limits
     from noisefa.engine.contract.spec import parse_spec
     from noisefa.engine.run import run_job
     from noisefa.engine.spec_files import read_spec_file
 
+    from .settings import load_settings
+
+    settings = load_settings()
     try:
         raw = read_spec_file(args.spec)
     except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"error: cannot read spec {args.spec}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        spec = parse_spec(raw, Limits.from_env())
+        spec = parse_spec(raw, settings.limits)
     except ValidationError as exc:
         print(f"error: {format_validation_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -124,7 +129,12 @@ def run_command(args: argparse.Namespace) -> int:
     result, failure = None, None
     try:
         result = run_job(
-            spec, args.out, device=args.device, callbacks=callbacks, data_dir=args.data_dir
+            spec,
+            args.out,
+            device=args.device,
+            callbacks=callbacks,
+            data_dir=args.data_dir or settings.data_dir,
+            download=settings.download,
         )
     except EngineError as exc:
         failure = (f"error: {exc}", EXIT_USAGE)

@@ -6,19 +6,27 @@ embedded mode the first start also creates a project ``local`` and its API key, 
 key once and stores it in the key file (mode 600), where the CLI and ``noisefa demo`` find
 it. SIGINT or SIGTERM stops the API, then the worker (SIGTERM, then SIGKILL after a
 deadline: a job cut off that way is resumed from its last checkpoint by the reaper).
+
+The worker child is supervised: when it dies it is started again within seconds
+(:mod:`.supervisor`), and it dies with ``serve``, even when ``serve`` is SIGKILLed
+(``noisefa worker --parent-pid``). One ``serve`` at a time may use a ``NOISEFA_HOME``: it
+holds an exclusive lock on ``serve.lock`` there, which the kernel drops when it exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .processes import spawn_noisefa, stop_process
+from .processes import spawn_noisefa
+from .supervisor import WorkerSupervisor
 
 if TYPE_CHECKING:
     from noisefa.service.settings import Settings
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 
 WORKER_STOP_TIMEOUT_S = 15.0
 LOCAL_PROJECT = "local"
+LOCK_FILE = "serve.lock"
+EXIT_HOME_IN_USE = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-worker", action="store_true", help="Run the API only (workers run elsewhere)."
     )
     parser.set_defaults(func=run)
+
+
+class HomeInUseError(Exception):
+    """Another ``noisefa serve`` holds the lock of this ``NOISEFA_HOME``."""
 
 
 class _Stop(Exception):
@@ -54,29 +68,61 @@ def run(args: argparse.Namespace) -> int:
     # re-raises the signal: it lands here, so the worker is always stopped.
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
-    worker: subprocess.Popen | None = None
+    supervisor: WorkerSupervisor | None = None
     try:
         import uvicorn
 
         from noisefa.service import migrate
         from noisefa.service.app import create_app
-        from noisefa.service.settings import get_settings
 
-        settings = get_settings()
+        from .settings import load_settings
+
+        settings = load_settings()
+        try:
+            hold_home_lock(settings.home)  # until this process exits
+        except HomeInUseError as error:
+            sys.stderr.write(f"noisefa serve: {error}\n")
+            return EXIT_HOME_IN_USE
         migrate.upgrade(settings)
         if settings.database_url is None:
-            ensure_local_key(settings)
+            announce_dashboard(args.host, args.port, ensure_local_key(settings), settings)
         if not args.no_worker:
-            worker = start_worker()
+            supervisor = WorkerSupervisor(start_worker, stop_timeout_s=WORKER_STOP_TIMEOUT_S)
+            supervisor.start()
         app = create_app(settings)
         uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port)).run()
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
-        if worker is not None:
-            log.info("stopping the worker (pid %d)", worker.pid)
-            stop_process(worker, timeout_s=WORKER_STOP_TIMEOUT_S)
+        if supervisor is not None:
+            supervisor.stop()
     return 0
+
+
+def hold_home_lock(home: Path) -> int:
+    """An exclusive lock on ``home/serve.lock``, held by the returned descriptor (never
+    closed: the lock lasts as long as this process).
+
+    ``flock`` locks belong to the open file, so the kernel releases this one when the
+    process dies, however it dies: a file left behind by a SIGKILL does not block the next
+    start. The descriptor is not inherited by children (PEP 446), so a worker left running
+    does not hold it either.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise HomeInUseError(
+            f"{home.resolve()} is in use by another noisefa serve (pid {holder}); "
+            "stop it first, or set NOISEFA_HOME to another folder"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def ensure_local_key(settings: Settings) -> str:
@@ -108,8 +154,33 @@ def ensure_local_key(settings: Settings) -> str:
     return key
 
 
+def dashboard_link(host: str, port: int, key: str | None = None) -> str:
+    """The dashboard's address on ``host:port``; with ``key``, a sign-in link (``#key=``: a
+    fragment, which the browser never sends to the server)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # bound to every address: loopback is one of them
+    elif ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/ui"
+    return f"{url}#key={key}" if key else url
+
+
+def announce_dashboard(host: str, port: int, key: str, settings: Settings) -> None:
+    """Print where the dashboard is (embedded mode only, as the local key is).
+
+    The sign-in link holds the key, a secret, so it goes only to an interactive terminal, as
+    Jupyter's token link does; a captured stdout (a service's log, a test) gets the address
+    and where the key is kept instead.
+    """
+    if sys.stdout.isatty():
+        line = f"Dashboard: {dashboard_link(host, port, key)}\n"
+    else:
+        line = f"Dashboard: {dashboard_link(host, port)} (API key in {settings.key_file})\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
 def start_worker() -> subprocess.Popen:
-    """``noisefa worker`` as a child with the same environment, in its own process group."""
-    worker = spawn_noisefa(["worker", "--concurrency", "1"])
-    log.info("worker started (pid %d)", worker.pid)
-    return worker
+    """``noisefa worker`` as a child with the same environment, in its own process group,
+    bound to exit when this process dies."""
+    return spawn_noisefa(["worker", "--concurrency", "1", "--parent-pid", str(os.getpid())])

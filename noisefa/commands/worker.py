@@ -6,12 +6,17 @@ GPU memory is returned between jobs and CUDA is never touched in the parent; a C
 worker reuses its children, since a fresh child costs 0.5–5 s per job (measured in the
 load test: it bounded CPU throughput). The worker reads the same ``NOISEFA_*``
 settings as the API, so one environment configures both.
+
+``--parent-pid`` is what ``noisefa serve`` passes its worker child: the worker (and its pool)
+then dies with that process. A worker run on its own has no such tie.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+from .settings import load_settings
 
 QUEUES = ("cpu", "gpu")
 
@@ -36,6 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="prefork",
         help="prefork: a fresh child process per job (default); solo: jobs run in this process.",
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="Exit, with the running job and the pool, when process PID exits "
+        "(set by `noisefa serve` for its worker child).",
+    )
     parser.set_defaults(func=run)
 
 
@@ -48,10 +61,20 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise SystemExit(f"--concurrency: must be >= 1, got {args.concurrency}")
 
-    # Concurrent jobs share the CPU: give each its share of threads, unless told otherwise
-    # (torch's default, one thread per core in every job, oversubscribes and spins).
-    cores = os.cpu_count() or 1
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // args.concurrency)))
+    if args.parent_pid is not None:
+        from noisefa.worker.lifeline import exit_with_parent
+
+        exit_with_parent(args.parent_pid)
+
+    from noisefa.service.settings import env_var
+
+    settings = load_settings()  # refused settings exit here with a message, before Celery
+    # Concurrent jobs share the CPU: each gets its share of threads (Settings.torch_threads;
+    # torch's default, one thread per core in every job, oversubscribes and spins). The job
+    # processes read the setting back and apply it (worker/celery_app.py).
+    threads = settings.threads_per_job(args.concurrency)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ[env_var("torch_threads")] = str(threads)
     from noisefa.worker.celery_app import app
 
     fresh_child = ["--max-tasks-per-child", "1"] if "gpu" in queues else []

@@ -7,21 +7,21 @@ import json
 
 import redis
 
-from .db import REDIS_URL
+from noisefa.testing.redis_dbs import redis_url
 
 
-def flush(url: str = REDIS_URL) -> None:
-    """Empty the test Redis database."""
-    client = redis.Redis.from_url(url)
+def flush(url: str | None = None) -> None:
+    """Empty a test Redis database (the default suite's unless ``url`` names another)."""
+    client = redis.Redis.from_url(url or redis_url("default"))
     try:
         client.flushdb()
     finally:
         client.close()
 
 
-def queued_job_ids(queue: str = "cpu", url: str = REDIS_URL) -> list[str]:
+def queued_job_ids(queue: str = "cpu", url: str | None = None) -> list[str]:
     """Job ids of the ``run_job`` messages waiting on ``queue`` (kombu's Redis list)."""
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url or redis_url("default"))
     try:
         raw_messages = client.lrange(queue, 0, -1)
     finally:

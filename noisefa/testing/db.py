@@ -27,12 +27,11 @@ from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.migrate import upgrade
 from noisefa.service.repositories.projects import create_project_key
 from noisefa.service.settings import Settings
+from noisefa.testing.redis_dbs import redis_url
 
 PG_ADMIN_URL = os.environ.get(
     "NOISEFA_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-# Service tests use Redis DB 14 so they never race a test worker consuming DB 15.
-REDIS_URL = os.environ.get("NOISEFA_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @contextmanager
@@ -60,12 +59,16 @@ def sqlite_url(folder: Path) -> str:
 
 
 def settings_for(home: Path, **overrides: Any) -> Settings:
-    """Settings rooted in ``home`` (a tmp folder), local storage there, Redis DB 14 broker."""
+    """Settings rooted in ``home`` (a tmp folder): local storage and an empty data folder
+    there, the default suite's Redis database as broker (no test worker consumes it)."""
     values: dict[str, Any] = {
         "home": home,
         "database_url": sqlite_url(home / "db"),
-        "broker_url": REDIS_URL,
+        "broker_url": redis_url("default"),
         "storage_url": (home / "objects").resolve().as_uri(),
+        # An empty data folder of its own: what this machine caches elsewhere never decides
+        # which built-in datasets a test's deployment can serve.
+        "data_dir": home / "data",
     }
     values.update(overrides)
     return Settings(**values)

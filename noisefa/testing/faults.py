@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Our own Redis database: no other suite's worker consumes it, and we flush it freely.
-REDIS_URL = os.environ.get("NOISEFA_TEST_FAULTS_REDIS", "redis://127.0.0.1:6379/12")
 HEARTBEAT_TIMEOUT_S = 4.0
 # A job queued this long without starting is sent again (covers messages a Redis restart lost).
 REQUEUE_AFTER_S = 10.0

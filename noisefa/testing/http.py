@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+
+from noisefa.testing.waiting import wait_for
 
 STARTUP_DEADLINE_S = 20.0
 
@@ -29,11 +30,13 @@ def serve_in_thread(app, host: str = "127.0.0.1") -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + STARTUP_DEADLINE_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn exited before it started")
+        return server.started
+
+    wait_for(started, STARTUP_DEADLINE_S, "uvicorn to start", poll_s=0.02)
     try:
         yield f"http://{host}:{port}"
     finally:

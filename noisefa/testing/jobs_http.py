@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Collection
 from typing import Any
 
 import httpx
 
+from noisefa.engine.contract.states import TERMINAL_STATES
+from noisefa.testing.waiting import wait_for
+
 MAX_UPLOAD_BYTES = 200_000
 JOB_DEADLINE_S = 180.0
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def submit(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -19,17 +21,22 @@ def submit(http: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_job(
-    http: httpx.Client, job_id: str, states: set[str] = TERMINAL, deadline_s: float = JOB_DEADLINE_S
+    http: httpx.Client,
+    job_id: str,
+    states: Collection[str] = TERMINAL_STATES,
+    deadline_s: float = JOB_DEADLINE_S,
 ) -> dict[str, Any]:
     """Poll ``GET /v1/jobs/{id}`` until the job is in one of ``states``."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} still {job['state']} after {deadline_s:.0f}s")
-        time.sleep(0.25)
+
+    def job() -> dict[str, Any]:
+        return http.get(f"/v1/jobs/{job_id}").json()
+
+    return wait_for(
+        lambda: (seen := job())["state"] in states and seen,
+        deadline_s,
+        lambda: f"job {job_id} to reach {sorted(states)} (it is {job()['state']})",
+        poll_s=0.25,
+    )
 
 
 def children(http: httpx.Client, parent_id: str) -> list[dict[str, Any]]:

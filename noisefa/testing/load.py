@@ -15,20 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from noisefa.service.models import Job, utcnow
+from noisefa.testing.specs import cpu_pretrain_spec
 from noisefa.testing.stack import Stack
 
 NO_QUOTA = {"max_concurrent_jobs": "100000"}  # every job is submitted at once
-
-
-def tiny_job(seed: int) -> dict[str, Any]:
-    """Noise pretraining of a [4]-hidden MLP on 64 noise samples, 1 epoch: mostly overhead."""
-    return {
-        "kind": "pretrain",
-        "model": {"hidden": [4], "seed": seed},
-        "pretrain": {"dataset": "digits", "epochs": 1, "samples_per_epoch": 64, "batch_size": 64},
-        "device": "cpu",
-        "metrics": {"probe_size": 8, "readout_size": 8},
-    }
 
 
 @dataclass
@@ -96,9 +86,10 @@ def run_load(
     """Start ``workers`` workers, submit ``jobs`` tiny jobs concurrently, wait for all to end."""
     stack.use_workers(workers)
     deadline_s = deadline_s or 120.0 + 5.0 * jobs
+    specs = [cpu_pretrain_spec(seed=seed) for seed in range(jobs)]  # ~ms each: mostly overhead
     since = utcnow()
     started = time.monotonic()
-    submitted = submit_concurrently(stack, [tiny_job(seed) for seed in range(jobs)], threads)
+    submitted = submit_concurrently(stack, specs, threads)
     ids = [job_id for job_id, _ in submitted]
     rows = stack.wait_terminal(ids, deadline_s)
     wall_s = time.monotonic() - started

@@ -8,8 +8,9 @@ with a deadline, and raises if it does not answer in time.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
+
+from noisefa.testing.waiting import wait_for
 
 REDIS_START = [
     "redis-server",
@@ -33,11 +34,11 @@ READY_DEADLINE_S = 60.0
 
 
 def _wait(command: list[str], what: str) -> None:
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while subprocess.run(command, capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not answer within {READY_DEADLINE_S:.0f}s")
-        time.sleep(0.2)
+    wait_for(
+        lambda: subprocess.run(command, capture_output=True).returncode == 0,
+        READY_DEADLINE_S,
+        f"{what} to answer",
+    )
 
 
 def redis_up() -> bool:
@@ -49,9 +50,7 @@ def restart_redis() -> None:
     """Shut Redis down without saving (all data lost, as on a crash), start it, wait for it."""
     try:
         subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], capture_output=True)
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while redis_up() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: not redis_up(), READY_DEADLINE_S, "Redis to shut down", poll_s=0.1)
     finally:
         if not redis_up():
             for folder in ("/var/lib/redis", "/var/log/redis"):

@@ -1,6 +1,7 @@
 """Job specs the test suites and benchmarks build on, one place for all of them.
 
-``pretrain_spec`` / ``train_spec`` are minimal valid bodies (defaults elsewhere);
+``pretrain_spec`` / ``train_spec`` are minimal valid bodies (defaults elsewhere), and
+``experiment_spec`` runs a base body under BP and FA;
 ``cpu_pretrain_spec`` runs in milliseconds on a worker; ``tiny_spec`` / ``long_spec`` finish
 at once or run until cancelled; ``train_body`` is a small digits run that learns.
 """
@@ -20,13 +21,32 @@ def train_spec(epochs: int = 2, **extra: Any) -> dict[str, Any]:
     return {"kind": "train", "train": {"dataset": "digits", "epochs": epochs}, **extra}
 
 
+def experiment_spec(base: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An experiment of ``base`` under BP and FA, seeds 0 and 1 (``extra`` replaces fields)."""
+    return {
+        "kind": "experiment",
+        "base": base,
+        "conditions": {"bp": {"model": {"rule": "bp"}}, "fa": {}},
+        "seeds": [0, 1],
+        **extra,
+    }
+
+
 TINY_METRICS = {"probe_size": 8, "readout_size": 8}
+# Probes big enough for the alignment and readout metrics to mean something, still quick.
+SMALL_METRICS = {"probe_size": 64, "readout_size": 256}
 
 
 def cpu_pretrain_spec(
-    *, epochs: int = 1, samples: int = 64, hidden: int = 4, seed: int = 0
+    *,
+    epochs: int = 1,
+    samples: int = 64,
+    hidden: int = 4,
+    seed: int = 0,
+    metrics: dict[str, int] = TINY_METRICS,
 ) -> dict[str, Any]:
-    """A noise-pretraining job shaped like ``digits`` on the CPU, checkpointed every epoch."""
+    """A noise-pretraining job shaped like ``digits`` on the CPU, checkpointed every epoch
+    (by default one of a few milliseconds, mostly overhead)."""
     return {
         "kind": "pretrain",
         "model": {"hidden": [hidden], "seed": seed},
@@ -37,7 +57,7 @@ def cpu_pretrain_spec(
             "batch_size": 64,
         },
         "device": "cpu",
-        "metrics": TINY_METRICS,
+        "metrics": dict(metrics),
     }
 
 
@@ -57,14 +77,14 @@ def long_spec() -> dict[str, Any]:
 
 def train_body(**overrides: Any) -> dict[str, Any]:
     """A small digits run on the CPU (one hidden layer of 100: FA+noise needs the width to
-    pull clearly ahead of FA after one epoch, as DESIGN.md's prototype measured)."""
+    pull clearly ahead of FA after one epoch, as docs/design.md's prototype measured)."""
     body: dict[str, Any] = {
         "kind": "train",
         "model": {"hidden": [100], "seed": 0, "rule": "fa"},
         "train": {"dataset": "digits", "epochs": 2, "batch_size": 64},
         "device": "cpu",
         "checkpoint_every": 2,
-        "metrics": {"probe_size": 64, "readout_size": 256},
+        "metrics": dict(SMALL_METRICS),
     }
     body.update(overrides)
     return body

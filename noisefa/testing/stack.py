@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,22 +32,10 @@ from noisefa.service.repositories.projects import create_project_key
 from noisefa.service.settings import Settings
 from noisefa.testing import broker
 from noisefa.testing.db import postgres_database
+from noisefa.testing.redis_dbs import redis_url
+from noisefa.testing.waiting import wait_for
 
 START_DEADLINE_S = 120.0
-
-
-def wait_for(
-    condition: Callable[[], Any], deadline_s: float, what: str, poll_s: float = 0.2
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; TimeoutError after the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {deadline_s:.0f}s waiting for {what}")
-        time.sleep(poll_s)
 
 
 @dataclass
@@ -158,7 +146,11 @@ class Stack:
             return session.scalars(select(Job).where(Job.id == job_id)).one()
 
     def wait_for(
-        self, condition: Callable[[], Any], deadline_s: float, what: str, poll_s: float = 0.2
+        self,
+        condition: Callable[[], Any],
+        deadline_s: float,
+        what: str | Callable[[], str],
+        poll_s: float = 0.2,
     ) -> Any:
         """:func:`wait_for`, with the end of every process log in the timeout's message."""
         try:
@@ -207,12 +199,14 @@ class Stack:
 def stack_env(values: dict[str, str]) -> dict[str, str]:
     """This environment without any NOISEFA_* variable, plus ``values`` as NOISEFA_<KEY>.
 
-    One OpenMP thread per process: several torch processes on a small machine otherwise spin
+    One torch thread per job (``NOISEFA_TORCH_THREADS``, which the worker applies) and one
+    OpenMP thread per process: several torch processes on a small machine otherwise spin
     against each other, and a fixed thread count keeps float results comparable with a
     reference computed in the test process (BLAS sums in thread-dependent order).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOISEFA_")}
     env["OMP_NUM_THREADS"] = "1"
+    env["NOISEFA_TORCH_THREADS"] = "1"
     env.update({f"NOISEFA_{key.upper()}": value for key, value in values.items()})
     return env
 
@@ -268,3 +262,15 @@ def local_stack(root: Path, *, name: str, broker_url: str, **overrides: str) -> 
                 cleanup()
     finally:
         broker.flush(broker_url)
+
+
+@contextmanager
+def benchmark_stack(name: str, **overrides: str) -> Iterator[Stack]:
+    """:func:`local_stack` for a benchmark script: in a temporary folder, removed after, on
+    the benchmarks' Redis database."""
+    broker_url = redis_url("benchmarks")
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{name}-") as root,
+        local_stack(Path(root), name=name, broker_url=broker_url, **overrides) as stack,
+    ):
+        yield stack

@@ -6,7 +6,7 @@ different settings can live in one process (the tests do this).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from celery import Celery
@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from ..auth import authenticate, bearer_scheme
+from ..idempotency import InFlightKeys
 from ..models import Job, Project
 from ..problems import ProblemError
 from ..repositories.jobs import get_job
@@ -22,10 +23,19 @@ from ..settings import Settings
 from ..storage import Storage
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One database session per request."""
-    with request.app.state.sessionmaker() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One database session per request, closed on the event loop when the request ends.
+
+    Closing it here, not in a threadpool step, matters: a request whose route has returned
+    would otherwise hold its connection until a thread is free to close the session, while
+    every thread may be waiting for a connection (a deadlock under a burst of requests).
+    Closing returns the connection to the pool at once (a rollback at most).
+    """
+    session = request.app.state.sessionmaker()
+    try:
         yield session
+    finally:
+        session.close()
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -43,16 +53,30 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_in_flight_keys(request: Request) -> InFlightKeys:
+    """The Idempotency-Keys this process is answering now."""
+    return request.app.state.in_flight_keys
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+InFlightKeysDep = Annotated[InFlightKeys, Depends(get_in_flight_keys)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
 def get_current_project(session: SessionDep, credentials: Credentials) -> Project:
-    """The project of the bearer key (401 problem otherwise)."""
-    return authenticate(session, credentials)
+    """The project of the bearer key (401 problem otherwise).
+
+    The read transaction ends here, handing its connection back to the pool: FastAPI runs
+    each dependency in its own threadpool step, and a request that held a connection while
+    it waited for a thread, with every thread waiting for a connection, would deadlock the
+    API under a burst of requests.
+    """
+    project = authenticate(session, credentials)
+    session.commit()
+    return project
 
 
 CurrentProject = Annotated[Project, Depends(get_current_project)]
@@ -66,6 +90,7 @@ def job_not_found(job_id: str) -> ProblemError:
 def get_project_job(job_id: str, session: SessionDep, project: CurrentProject) -> Job:
     """The caller's job from the path, or 404."""
     job = get_job(session, project.id, job_id)
+    session.commit()  # hand the connection back between steps (see get_current_project)
     if job is None:
         raise job_not_found(job_id)
     return job

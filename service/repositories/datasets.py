@@ -1,50 +1,32 @@
 """Datasets as the API sees them: the engine's built-ins and a project's ``.npz`` uploads.
 
-An upload is validated by the engine's own ``.npz`` reader (no pickle, numeric arrays,
-matching shapes, finite values, labels in ``[0, C)``) before anything is stored; then the
-object is written, then its row, so a listed upload is always downloadable and a refused one
-leaves nothing behind. Jobs name an upload ``upload:<id>``; the id is checked against the
-caller's project at submit.
+An upload is validated without trusting it (:mod:`noisefa.service.npz_check`: declared sizes
+and headers before any unpacking, values in bounded chunks) before anything is stored; then
+the object is written, then its row, so a listed upload is always downloadable and a refused
+one leaves nothing behind. Jobs name an upload ``upload:<id>``; the id is checked against the
+caller's project at submit, and an upload that an unfinished job reads cannot be deleted.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from noisefa.engine.contract.catalogue import UPLOAD_PREFIX
+from noisefa.engine.contract.catalogue import (
+    UPLOAD_PREFIX,
+    builtin_shape,
+    builtins_on_disk,
+    known_datasets,
+)
 
 from ..models import Dataset, DatasetIdempotencyKey, utcnow
+from ..npz_check import NpzLimits, UploadInfo, check_npz
+from ..settings import Settings
 from ..storage import Storage
-
-NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
-_ARRAY_NAME = re.compile(r"\b(" + "|".join(NPZ_ARRAYS) + r")\b")
-
-
-class InvalidUpload(ValueError):
-    """An upload the engine refused; ``field`` names the array (or ``file``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-@dataclass(frozen=True)
-class UploadInfo:
-    """What validation learnt about an upload."""
-
-    input_shape: list[int]
-    num_classes: int
-    train_size: int
-    test_size: int
 
 
 def upload_name(dataset_id: str) -> str:
@@ -57,42 +39,15 @@ def storage_key(project_id: str, dataset_id: str) -> str:
     return f"{project_id}/datasets/{dataset_id}.npz"
 
 
-def validate_npz(path: Path) -> UploadInfo:
-    """Validate ``path`` with the engine's ``.npz`` reader; :class:`InvalidUpload` if refused.
-
-    The engine module loads torch, so it is imported here, on the first upload, rather than
-    when the API starts.
-    """
-    from noisefa.engine.contract.errors import DatasetUnavailableError
-    from noisefa.engine.datasets import dataset_info
-
-    try:
-        input_shape, num_classes = dataset_info("upload", dataset_files={"upload": path})
-    except DatasetUnavailableError as error:
-        message = str(error).replace(f"npz dataset {path}: ", "").replace(str(path), "file")
-        found = _ARRAY_NAME.search(message)
-        raise InvalidUpload(found[1] if found else _unreadable_array(path), message) from error
-    with np.load(path, allow_pickle=False) as npz:
-        train_size, test_size = len(npz["y_train"]), len(npz["y_test"])
-    return UploadInfo(list(input_shape), num_classes, train_size, test_size)
-
-
-def _unreadable_array(path: Path) -> str:
-    """The first array numpy cannot read without pickle (an object array), else ``file``.
-
-    The engine's message says only that some array is unreadable; this names it.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for name in NPZ_ARRAYS:
-                if name in npz.files:
-                    try:
-                        npz[name]
-                    except ValueError:
-                        return name
-    except Exception:  # not a zip at all: the whole file is the problem
-        return "file"
-    return "file"
+def validate_npz(path: Path, settings: Settings) -> UploadInfo:
+    """Validate ``path`` within the deployment's upload limits;
+    :class:`~..npz_check.InvalidUpload` (413 or 422, naming the array or limit) if refused."""
+    limits = NpzLimits(
+        max_uncompressed_bytes=settings.max_upload_uncompressed_bytes,
+        max_compression_ratio=settings.max_upload_compression_ratio,
+        max_classes=settings.max_classes,
+    )
+    return check_npz(path, limits)
 
 
 def create_upload(
@@ -143,12 +98,15 @@ def create_upload(
 
 
 def find_idempotent(
-    session: Session, project_id: str, key: str, ttl_s: float
+    session: Session, project_id: str, key: str, ttl_s: float | None
 ) -> DatasetIdempotencyKey | None:
-    """The live record of an upload's ``Idempotency-Key``; None when unused or expired."""
+    """The live record of an upload's ``Idempotency-Key``; None when unused or expired.
+
+    ``ttl_s=None`` ignores expiry (a record just committed by a concurrent request).
+    """
     record = session.get(DatasetIdempotencyKey, (project_id, key))
-    if record is None:
-        return None
+    if record is None or ttl_s is None:
+        return record
     created = record.created_at
     if created.tzinfo is None:
         created = created.replace(tzinfo=utcnow().tzinfo)
@@ -178,33 +136,19 @@ def list_uploads(session: Session, project_id: str, limit: int) -> list[Dataset]
     )
 
 
-def builtin_datasets(data_dir: Path | None) -> list[dict]:
-    """The engine's registry: name, input shape, classes, and whether its files are in the
+def builtin_datasets(data_dir: Path) -> list[dict]:
+    """The engine's catalogue: name, input shape, classes, and whether its files are in the
     data folder (as this process sees it; workers read the same ``data_dir`` setting)."""
-    from noisefa.engine.datasets import (
-        DIGITS_CLASSES,
-        DIGITS_SHAPE,
-        TORCHVISION_SETS,
-        resolve_data_dir,
-    )
-
-    folder = resolve_data_dir(data_dir)
-    found = [
-        {
-            "name": "digits",
-            "input_shape": list(DIGITS_SHAPE),
-            "num_classes": DIGITS_CLASSES,
-            "available": True,
-        }
-    ]
-    for name, entry in TORCHVISION_SETS.items():
-        files = [folder / entry.folder / f for f in entry.files]
+    on_disk = builtins_on_disk(data_dir)
+    found = []
+    for name in known_datasets():
+        input_shape, num_classes = builtin_shape(name)
         found.append(
             {
                 "name": name,
-                "input_shape": list(entry.input_shape),
-                "num_classes": entry.num_classes,
-                "available": all(f.is_file() for f in files),
+                "input_shape": list(input_shape),
+                "num_classes": num_classes,
+                "available": name in on_disk,
             }
         )
     return found
@@ -221,3 +165,16 @@ def missing_uploads(
         ):
             missing.append((field, name))
     return missing
+
+
+def delete_upload(session: Session, storage: Storage, dataset: Dataset) -> None:
+    """Delete the upload's row (its idempotency keys go with it), commit, then its object.
+
+    Row first: a failure between the two leaves an unreferenced object (never listed, not
+    counted), never a listed upload without its file.
+    """
+    session.execute(
+        delete(Dataset).where(Dataset.id == dataset.id).execution_options(synchronize_session=False)
+    )
+    session.commit()
+    storage.delete(dataset.storage_key)

@@ -1,15 +1,23 @@
-"""Job events: the rows the SSE stream replays (state changes, progress, per-epoch metrics)."""
+"""Job events: the rows the SSE streams carry (state changes, progress, per-epoch metrics).
+
+A new stream replays one job's history (:func:`events_after`); the event hub then reads the
+new events of every watched job in one query per tick (:func:`events_of_jobs_after`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from ..models import JobEvent
+from noisefa.engine.contract.states import FailureReason, JobState
 
-EVENT_TYPES = ("state", "progress", "metrics")
+from ..models import Job, JobEvent
+
+# ``checkpoint_skipped``: a resuming attempt passed over a damaged stored checkpoint.
+EVENT_TYPES = ("state", "progress", "metrics", "checkpoint_skipped")
 
 
 def add_event(session: Session, job_id: str, type_: str, data: dict[str, Any]) -> None:
@@ -19,7 +27,7 @@ def add_event(session: Session, job_id: str, type_: str, data: dict[str, Any]) -
 
 
 def state_event_data(
-    state: str, attempt: int, reason: str | None = None, message: str | None = None
+    state: JobState, attempt: int, reason: FailureReason | None = None, message: str | None = None
 ) -> dict[str, Any]:
     """The data of a ``state`` event: state and attempt, plus reason/message on failures."""
     data: dict[str, Any] = {"state": state, "attempt": attempt}
@@ -40,3 +48,29 @@ def events_after(session: Session, job_id: str, after_id: int, limit: int = 500)
             .limit(limit)
         )
     )
+
+
+def events_of_jobs_after(
+    session: Session, cursors: Mapping[str, int], limit: int
+) -> list[JobEvent]:
+    """The events of every job in ``cursors`` with an id above that job's cursor, oldest
+    first, at most ``limit`` of them.
+
+    Each job gets its own ``job_id = ? AND id > ?`` branch rather than one shared lower
+    bound: a job whose last event is old would otherwise make every read go through the
+    whole recent history of the busy ones.
+    """
+    if not cursors:
+        return []
+    newer = or_(
+        *(and_(JobEvent.job_id == job, JobEvent.id > after) for job, after in cursors.items())
+    )
+    return list(session.scalars(select(JobEvent).where(newer).order_by(JobEvent.id).limit(limit)))
+
+
+def job_states(session: Session, job_ids: Collection[str]) -> dict[str, str]:
+    """The state of each job that exists, by id (a deleted job is simply absent)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.state).where(Job.id.in_(list(job_ids))))
+    return {job_id: state for job_id, state in rows}

@@ -11,20 +11,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
-from noisefa.engine.contract.states import TERMINAL_STATES
+from noisefa.engine.contract.states import TERMINAL_STATES, FailureReason, JobKind, JobState
 
 from ..models import Artifact, Job, JobMetric, utcnow
 from ..storage import check_name
 from .events import add_event, state_event_data
 
-LIVE_STATES = ("running", "cancelling")
+LIVE_STATES = (JobState.RUNNING, JobState.CANCELLING)
 CHECKPOINT_PREFIX = "checkpoints/"
 
 
@@ -34,7 +34,7 @@ class Attempt:
 
     job_id: str
     project_id: str
-    kind: str
+    kind: JobKind
     spec: dict
     attempt: int
     lease_token: str
@@ -70,21 +70,21 @@ def start_attempt(session: Session, job_id: str) -> Attempt | None:
     now = utcnow()
     cancelled = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(True))
-        .values(state="cancelled", finished_at=now, updated_at=now)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.cancel_requested.is_(True))
+        .values(state=JobState.CANCELLED, finished_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     if cancelled.rowcount == 1:
         attempt_no = session.scalar(select(Job.attempt).where(Job.id == job_id)) or 0
-        add_event(session, job_id, "state", state_event_data("cancelled", attempt_no))
+        add_event(session, job_id, "state", state_event_data(JobState.CANCELLED, attempt_no))
         session.commit()
         return None
     token = uuid.uuid4().hex
     started = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == "queued", Job.cancel_requested.is_(False))
+        .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.cancel_requested.is_(False))
         .values(
-            state="running",
+            state=JobState.RUNNING,
             attempt=Job.attempt + 1,
             lease_token=token,
             started_at=func.coalesce(Job.started_at, now),
@@ -97,7 +97,7 @@ def start_attempt(session: Session, job_id: str) -> Attempt | None:
         session.rollback()
         return None
     attempt = claimed_attempt(session, job_id, token)
-    add_event(session, job_id, "state", state_event_data("running", attempt.attempt))
+    add_event(session, job_id, "state", state_event_data(JobState.RUNNING, attempt.attempt))
     session.commit()
     return attempt
 
@@ -110,11 +110,16 @@ def claimed_attempt(session: Session, job_id: str, token: str) -> Attempt:
     return Attempt(
         job_id=job_id,
         project_id=row.project_id,
-        kind=row.kind,
+        kind=JobKind(row.kind),
         spec=row.spec,
         attempt=row.attempt,
         lease_token=token,
     )
+
+
+def first_started_at(session: Session, job_id: str) -> datetime | None:
+    """When the job's first attempt started (later attempts keep it): its time limit's origin."""
+    return session.scalar(select(Job.started_at).where(Job.id == job_id))
 
 
 def heartbeat(session: Session, attempt: Attempt) -> bool:
@@ -163,9 +168,17 @@ def record_epoch(
 
 
 def record_artifact(
-    session: Session, attempt: Attempt, name: str, storage_key: str, size: int, content_type: str
+    session: Session,
+    attempt: Attempt,
+    name: str,
+    storage_key: str,
+    size: int,
+    content_type: str,
+    *,
+    sha256: str | None = None,
 ) -> bool:
-    """Register (or replace) the job's artifact ``name`` stored at ``storage_key``. Commits."""
+    """Register (or replace) the job's artifact ``name`` stored at ``storage_key``, with the
+    sha256 its reads are checked against (the worker always passes it). Commits."""
     ok = _touch(session, attempt)
     if ok:
         row = {
@@ -173,6 +186,7 @@ def record_artifact(
             "name": name,
             "storage_key": storage_key,
             "size": size,
+            "sha256": sha256,
             "content_type": content_type,
             "created_at": utcnow(),
         }
@@ -181,8 +195,30 @@ def record_artifact(
             Artifact.__table__,
             [row],
             ["job_id", "name"],
-            ["storage_key", "size", "content_type", "created_at"],
+            ["storage_key", "size", "sha256", "content_type", "created_at"],
         )
+    session.commit()
+    return ok
+
+
+def delete_artifacts(session: Session, attempt: Attempt, names: Collection[str]) -> bool:
+    """Remove the rows of the job's artifacts ``names`` (their objects are the caller's to
+    delete, after this commits: a listed artifact is always downloadable). Commits."""
+    ok = _touch(session, attempt)
+    if ok and names:
+        session.execute(
+            delete(Artifact).where(Artifact.job_id == attempt.job_id, Artifact.name.in_(names))
+        )
+    session.commit()
+    return ok
+
+
+def record_checkpoint_skipped(session: Session, attempt: Attempt, name: str, why: str) -> bool:
+    """Add a ``checkpoint_skipped`` event: the attempt passed over a damaged checkpoint."""
+    ok = _touch(session, attempt)
+    if ok:
+        data = {"name": name, "reason": why, "attempt": attempt.attempt}
+        add_event(session, attempt.job_id, "checkpoint_skipped", data)
     session.commit()
     return ok
 
@@ -197,10 +233,10 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 def finish(
     session: Session,
     attempt: Attempt,
-    state: str,
+    state: JobState,
     *,
     result: dict | None = None,
-    error_reason: str | None = None,
+    error_reason: FailureReason | None = None,
     error_message: str | None = None,
 ) -> bool:
     """End the attempt in a terminal state (with result or error) and add a state event."""
@@ -228,16 +264,18 @@ def finish(
     return ok
 
 
-def latest_checkpoint_artifact(session: Session, job_id: str) -> Artifact | None:
-    """The job's newest ``checkpoints/…`` artifact (what a resumed attempt starts from)."""
-    return session.scalar(
-        select(Artifact)
-        .where(
-            Artifact.job_id == job_id,
-            Artifact.name.startswith(CHECKPOINT_PREFIX, autoescape=True),
+def checkpoint_artifacts(session: Session, job_id: str) -> list[Artifact]:
+    """The job's ``checkpoints/…`` artifacts, newest written first (a resumed attempt starts
+    from the first intact one; retention keeps the first few)."""
+    return list(
+        session.scalars(
+            select(Artifact)
+            .where(
+                Artifact.job_id == job_id,
+                Artifact.name.startswith(CHECKPOINT_PREFIX, autoescape=True),
+            )
+            .order_by(Artifact.created_at.desc(), Artifact.id.desc())
         )
-        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
-        .limit(1)
     )
 
 
@@ -245,7 +283,7 @@ def init_checkpoint_artifact(session: Session, project_id: str, job_id: str) -> 
     """The final checkpoint of a succeeded job of the project (``result["final_checkpoint"]``)."""
     result = session.scalar(
         select(Job.result).where(
-            Job.id == job_id, Job.project_id == project_id, Job.state == "succeeded"
+            Job.id == job_id, Job.project_id == project_id, Job.state == JobState.SUCCEEDED
         )
     )
     name = (result or {}).get("final_checkpoint")
@@ -265,7 +303,7 @@ class Reaped:
 
     job_id: str
     queue: str
-    state: str
+    state: JobState
 
 
 def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
@@ -291,19 +329,19 @@ def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
     reaped = []
     for row in rows:
         reason = message = None
-        if row.state == "cancelling":
-            values = {"state": "cancelled", "finished_at": now}
+        if row.state == JobState.CANCELLING:
+            values = {"state": JobState.CANCELLED, "finished_at": now}
         elif row.attempt >= row.max_attempts:
-            reason = "worker_lost"
+            reason = FailureReason.WORKER_LOST
             message = f"no heartbeat for {heartbeat_timeout_s:g} s after {row.attempt} attempts"
             values = {
-                "state": "failed",
+                "state": JobState.FAILED,
                 "finished_at": now,
                 "error_reason": reason,
                 "error_message": message,
             }
         else:
-            values = {"state": "queued", "lease_token": None}
+            values = {"state": JobState.QUEUED, "lease_token": None}
         moved = session.execute(
             update(Job)
             .where(
@@ -335,7 +373,7 @@ def stale_queued_jobs(
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
-    query = select(Job.id, Job.queue).where(Job.state == "queued", Job.updated_at < cutoff)
+    query = select(Job.id, Job.queue).where(Job.state == JobState.QUEUED, Job.updated_at < cutoff)
     if queues is not None:
         query = query.where(Job.queue.in_(list(queues)))
     rows = session.execute(query).all()
@@ -343,7 +381,7 @@ def stale_queued_jobs(
     for job_id, queue in rows:
         touched = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state == "queued", Job.updated_at < cutoff)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.updated_at < cutoff)
             .values(updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -356,7 +394,7 @@ def stale_queued_jobs(
 def queued_counts(session: Session) -> dict[str, int]:
     """Jobs in state ``queued`` per broker queue."""
     rows = session.execute(
-        select(Job.queue, func.count()).where(Job.state == "queued").group_by(Job.queue)
+        select(Job.queue, func.count()).where(Job.state == JobState.QUEUED).group_by(Job.queue)
     )
     session.commit()
     return {queue: count for queue, count in rows}

@@ -20,19 +20,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from noisefa.engine.contract.spec import JobSpec
-from noisefa.engine.contract.states import TERMINAL_STATES
+from noisefa.engine.contract.states import TERMINAL_STATES, JobKind, JobState
 
 from ..models import Job, JobMetric, utcnow
 from .events import add_event, state_event_data
 from .execution import LIVE_STATES, Attempt, claimed_attempt
 from .jobs import new_job
-
-EXPERIMENT = "experiment"
 
 
 def _live_children_of(parent_id_column) -> exists:
@@ -90,8 +89,8 @@ def create_children(
                 existing.append(child)
         session.flush()
         for child in existing:
-            add_event(session, child.id, "state", state_event_data("queued", 0))
-        progress = {"phase": EXPERIMENT, "children": len(existing)}
+            add_event(session, child.id, "state", state_event_data(JobState.QUEUED, 0))
+        progress = children_progress(0, len(existing))
         session.execute(
             update(Job)
             .where(Job.id == attempt.job_id)
@@ -99,9 +98,55 @@ def create_children(
             .execution_options(synchronize_session=False)
         )
         add_event(session, attempt.job_id, "progress", progress)
-    queued = [(child.id, child.queue) for child in existing if child.state == "queued"]
+    queued = [(child.id, child.queue) for child in existing if child.state == JobState.QUEUED]
     session.commit()
     return queued
+
+
+def children_progress(done: int, total: int) -> dict[str, Any]:
+    """An experiment's ``progress``: how many of its runs have ended (in any terminal state)."""
+    return {"phase": JobKind.EXPERIMENT, "children_done": done, "children_total": total}
+
+
+def parent_of(session: Session, job_id: str) -> str | None:
+    """The experiment ``job_id`` is a run of; None for a job that is no run. Reads only."""
+    parent_id = session.scalar(select(Job.parent_id).where(Job.id == job_id))
+    session.commit()
+    return parent_id
+
+
+def record_children_done(session: Session, parent_id: str) -> dict[str, Any] | None:
+    """Store the live experiment's :func:`children_progress` and add a ``progress`` event;
+    the progress stored, None when the experiment has ended. Commits. Called after each of
+    its runs ends and when it is aggregated.
+
+    The parent's row is locked (a no-op UPDATE) before the children are counted, so of two
+    runs ending at once the later count is written last and the stored number never falls.
+    """
+    locked = session.execute(
+        update(Job)
+        .where(Job.id == parent_id, Job.state.in_(LIVE_STATES))
+        .values(progress=Job.progress)
+        .execution_options(synchronize_session=False)
+    )
+    if locked.rowcount != 1:
+        session.rollback()
+        return None
+    counts = session.execute(
+        select(Job.state, func.count()).where(Job.parent_id == parent_id).group_by(Job.state)
+    ).all()
+    total = sum(count for _, count in counts)
+    done = sum(count for state, count in counts if state in TERMINAL_STATES)
+    progress = children_progress(done, total)
+    session.execute(
+        update(Job)
+        .where(Job.id == parent_id)
+        .values(progress=progress)
+        .execution_options(synchronize_session=False)
+    )
+    add_event(session, parent_id, "progress", progress)
+    session.commit()
+    return progress
 
 
 def children(session: Session, parent_id: str) -> list[Job]:
@@ -154,7 +199,7 @@ def claim_finish(session: Session, parent_id: str) -> Attempt | None:
         update(Job)
         .where(
             Job.id == parent_id,
-            Job.kind == EXPERIMENT,
+            Job.kind == JobKind.EXPERIMENT,
             Job.state.in_(LIVE_STATES),
             _children_of(Job.id),
             ~_live_children_of(Job.id),
@@ -186,35 +231,37 @@ def cancel_children(session: Session, parent_id: str) -> None:
         new_state = None
         done = session.execute(
             update(Job)
-            .where(Job.id == child.id, Job.state == "queued")
-            .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+            .where(Job.id == child.id, Job.state == JobState.QUEUED)
+            .values(
+                state=JobState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now
+            )
             .execution_options(synchronize_session=False)
         )
         if done.rowcount == 1:
-            new_state = "cancelled"
+            new_state = JobState.CANCELLED
         else:
             done = session.execute(
                 update(Job)
-                .where(Job.id == child.id, Job.state == "running")
-                .values(state="cancelling", cancel_requested=True, updated_at=now)
+                .where(Job.id == child.id, Job.state == JobState.RUNNING)
+                .values(state=JobState.CANCELLING, cancel_requested=True, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-            new_state = "cancelling" if done.rowcount == 1 else None
+            new_state = JobState.CANCELLING if done.rowcount == 1 else None
         if new_state is not None:
             add_event(session, child.id, "state", state_event_data(new_state, child.attempt))
     ended = session.execute(
         update(Job)
         .where(
             Job.id == parent_id,
-            Job.state == "cancelling",
+            Job.state == JobState.CANCELLING,
             ~_live_children_of(Job.id),
         )
-        .values(state="cancelled", finished_at=now, updated_at=now, heartbeat_at=now)
+        .values(state=JobState.CANCELLED, finished_at=now, updated_at=now, heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
     if ended.rowcount == 1:
         attempt = session.scalar(select(Job.attempt).where(Job.id == parent_id)) or 0
-        add_event(session, parent_id, "state", state_event_data("cancelled", attempt))
+        add_event(session, parent_id, "state", state_event_data(JobState.CANCELLED, attempt))
     session.commit()
 
 
@@ -226,7 +273,7 @@ def stalled_experiments(session: Session, older_than_s: float) -> list[tuple[str
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
     due = [
-        Job.kind == EXPERIMENT,
+        Job.kind == JobKind.EXPERIMENT,
         Job.state.in_(LIVE_STATES),
         Job.updated_at < cutoff,
         _children_of(Job.id),

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from noisefa.engine.contract.bodies import JobBody
-from noisefa.engine.contract.states import TERMINAL_STATES
+from noisefa.engine.contract.states import TERMINAL_STATES, JobKind, JobState
 
 from ..broker import queue_for
 from ..models import IdempotencyKey, Job, utcnow
@@ -24,7 +23,7 @@ def new_job(project_id: str, spec: JobBody, *, max_attempts: int, **fields: Any)
     return Job(
         project_id=project_id,
         kind=spec.kind,
-        state="queued",
+        state=JobState.QUEUED,
         spec=spec.model_dump(mode="json"),
         queue=queue_for(spec),
         max_attempts=max_attempts,
@@ -50,7 +49,7 @@ def create_job(
     job = new_job(project_id, spec, max_attempts=max_attempts)
     session.add(job)
     session.flush()
-    add_event(session, job.id, "state", state_event_data("queued", 0))
+    add_event(session, job.id, "state", state_event_data(JobState.QUEUED, 0))
     if idempotency is not None:
         key, request_hash = idempotency
         session.add(
@@ -83,17 +82,6 @@ def find_idempotent(
     return record
 
 
-def lock_idempotency_key(session: Session, project_id: str, key: str) -> bool:
-    """Postgres: take the key's transaction-scoped advisory lock; False while another request
-    holds it (a concurrent duplicate still in flight). SQLite: True (the API process guards
-    its own requests; the primary key still refuses a second record)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return True
-    digest = hashlib.sha256(f"idempotency:{project_id}:{key}".encode()).digest()
-    lock_key = int.from_bytes(digest[:8], "big", signed=True)
-    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": lock_key}))
-
-
 def delete_expired_idempotency_keys(session: Session, ttl_s: float) -> int:
     """Delete records older than ``ttl_s``; how many went. Commits."""
     cutoff = utcnow() - timedelta(seconds=ttl_s)
@@ -124,8 +112,8 @@ def count_unfinished(session: Session, project_id: str) -> int:
 class JobFilter:
     """Filters of ``GET /v1/jobs``; None means any."""
 
-    state: str | None = None
-    kind: str | None = None
+    state: JobState | None = None
+    kind: JobKind | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
     parent_id: str | None = None
@@ -181,19 +169,19 @@ def cancel_job(session: Session, job: Job) -> Job:
     now = utcnow()
     done = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.state == "queued")
-        .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+        .where(Job.id == job.id, Job.state == JobState.QUEUED)
+        .values(state=JobState.CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    new_state = "cancelled" if done.rowcount == 1 else None
+    new_state = JobState.CANCELLED if done.rowcount == 1 else None
     if new_state is None:
         done = session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.state == "running")
-            .values(state="cancelling", cancel_requested=True, updated_at=now)
+            .where(Job.id == job.id, Job.state == JobState.RUNNING)
+            .values(state=JobState.CANCELLING, cancel_requested=True, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        new_state = "cancelling" if done.rowcount == 1 else None
+        new_state = JobState.CANCELLING if done.rowcount == 1 else None
     if new_state is not None:
         attempt = session.scalar(select(Job.attempt).where(Job.id == job.id)) or 0
         add_event(session, job.id, "state", state_event_data(new_state, attempt))

@@ -11,7 +11,7 @@ from noisefa.client import ApiError, Client, ServiceUnavailable
 from noisefa.commands.processes import free_port
 from noisefa.engine.checkpoint import model_from_checkpoint
 from noisefa.testing.specs import long_spec, tiny_spec
-from noisefa.testing.stack import wait_for
+from noisefa.testing.waiting import wait_for
 
 WAIT_S = 120
 
@@ -151,11 +151,21 @@ def test_events_can_resume_after_a_given_event_id(client: Client) -> None:
     assert [e["id"] for e in later] == [e["id"] for e in events[1:]]
 
 
-def test_wait_falls_back_to_polling_when_events_are_unavailable(client: Client, monkeypatch):
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        ServiceUnavailable(503, {"detail": "no SSE here"}),
+        ApiError(429, {"detail": "max_streams_per_project: 100 streams open"}),
+    ],
+    ids=["unavailable", "stream-cap"],
+)
+def test_wait_falls_back_to_polling_when_events_are_unavailable(
+    client: Client, monkeypatch, refusal: ApiError
+):
     job = client.submit(tiny_spec())
 
     def no_stream(*args, **kwargs):
-        raise ServiceUnavailable(503, {"detail": "no SSE here"})
+        raise refusal
 
     monkeypatch.setattr(client, "events", no_stream)
     polled = []

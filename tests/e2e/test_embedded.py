@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +14,12 @@ import pytest
 
 from noisefa.client import Client
 from noisefa.commands.processes import stop_process
-from noisefa.testing.embedded import START_TIMEOUT_S, Server, children, gone, start_server
+from noisefa.testing.embedded import START_TIMEOUT_S, Server, children, start_server, wait_gone
+from noisefa.testing.specs import SMALL_METRICS
+from noisefa.testing.waiting import wait_for
 
 JOB_TIMEOUT_S = 180.0
 MODEL = {"hidden": [16], "seed": 1}
-SMALL_METRICS = {"probe_size": 64, "readout_size": 256}
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +89,16 @@ def test_pretrain_then_train_from_it_on_the_embedded_stack(client: Client, tmp_p
 
 def test_sigint_stops_the_server_and_its_worker(tmp_path: Path):
     server = start_server(tmp_path / "home", tmp_path / "serve.log")
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not (workers := children(server.process.pid)):
-        assert time.monotonic() < deadline, "serve started no worker child"
-        time.sleep(0.1)
+    workers = wait_for(
+        lambda: children(server.process.pid),
+        START_TIMEOUT_S,
+        "serve to start its worker child",
+        poll_s=0.1,
+    )
     try:
         code = stop_process(server.process, sig=signal.SIGINT, timeout_s=30)
         assert code == 0, server.log.read_text()[-2000:]
-        deadline = time.monotonic() + 30
-        while not all(gone(pid) for pid in workers):
-            assert time.monotonic() < deadline, "the worker outlived serve"
-            time.sleep(0.1)
+        wait_gone(workers, 30, "the worker to exit with serve")
     finally:
         for pid in workers:  # only if the assertion above failed
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,8 @@ import torch
 
 from noisefa.client import Client
 from noisefa.commands.processes import stop_process
-from noisefa.testing.embedded import children, gone, start_server
+from noisefa.testing.embedded import children, start_server, wait_gone
+from noisefa.testing.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -52,19 +52,18 @@ def test_cuda_job_runs_in_a_fresh_child_and_never_in_the_worker_parent(tmp_path:
         key = (tmp_path / "home" / "api_key").read_text().strip()
         with Client(server.url, key, retries=0) as client:
             job = client.submit(SPEC)
-            deadline = time.monotonic() + DEADLINE_S
-            while not (client.get(job["id"]).get("progress") or {}).get("step"):
-                assert time.monotonic() < deadline, "the cuda job never made progress"
-                time.sleep(0.1)
+            wait_for(
+                lambda: (client.get(job["id"]).get("progress") or {}).get("step"),
+                DEADLINE_S,
+                "the cuda job to make progress",
+                poll_s=0.1,
+            )
             pool = children(worker)
             assert any(uses_cuda_driver(pid) for pid in pool), "no pool child runs on the GPU"
             assert not uses_cuda_driver(worker)
             ended = client.wait(job["id"], timeout=DEADLINE_S)
         assert ended["state"] == "succeeded", ended.get("error")
-        deadline = time.monotonic() + 30
-        while not all(gone(pid) for pid in pool):
-            assert time.monotonic() < deadline, "the child that ran the job did not exit"
-            time.sleep(0.1)
+        wait_gone(pool, 30, "the child that ran the job to exit")
         assert not uses_cuda_driver(worker)
     finally:
         stop_process(server.process, sig=signal.SIGINT, timeout_s=30)

@@ -1,36 +1,44 @@
 """The paper's claims, reproduced small on ``digits`` over three seeds.
 
-One shared comparison (BP and FA, each with and without 60k samples of noise pretraining,
-one data epoch) feeds every test here.
+One shared comparison (the ``comparison`` preset, one data epoch, plus BP with the same 60k
+samples of noise pretraining) feeds every test here.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 
 import pytest
 
-from noisefa.engine.compare import comparison_specs, format_table, summarize
-from noisefa.engine.run import run_job
-
-SEEDS = [0, 1, 2]
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.experiment_spec import ExperimentSpec
+from noisefa.engine.contract.presets import comparison_body
+from noisefa.engine.experiment import run_children
+from noisefa.engine.report import aggregate_experiment
+from noisefa.engine.report_format import format_table_text
 
 
 @pytest.fixture(scope="module")
-def histories(tmp_path_factory) -> dict[str, list[list[dict]]]:
-    specs = comparison_specs(
-        "digits", SEEDS, epochs=1, conditions=("bp", "bp+noise", "fa", "fa+noise"), device="cpu"
-    )
-    out: dict[str, list[list[dict]]] = {}
-    for condition, condition_specs in specs.items():
-        out[condition] = []
-        for spec in condition_specs:
-            folder = tmp_path_factory.mktemp(condition.replace("+", "_"))
-            run_job(spec, folder)
-            lines = (folder / "metrics.jsonl").read_text().splitlines()
-            out[condition].append([json.loads(line) for line in lines])
-    return out
+def experiment() -> ExperimentSpec:
+    body = comparison_body(seeds=3, epochs=1, target_accuracy=0.5, device="cpu")
+    fa_noise = body["conditions"]["fa+noise"]
+    body["conditions"] = {
+        "bp": body["conditions"]["bp"],
+        "bp+noise": {**fa_noise, "model": {"rule": "bp"}},
+        "fa": body["conditions"]["fa"],
+        "fa+noise": fa_noise,
+    }
+    return parse_job(body)
+
+
+@pytest.fixture(scope="module")
+def children(experiment, tmp_path_factory) -> dict[str, list[dict]]:
+    return run_children(experiment, tmp_path_factory.mktemp("comparison"))
+
+
+@pytest.fixture(scope="module")
+def histories(children) -> dict[str, list[list[dict]]]:
+    return {condition: [run["history"] for run in runs] for condition, runs in children.items()}
 
 
 def values(history: list[dict], name: str, phase: str) -> dict[int, float]:
@@ -73,11 +81,11 @@ def test_bp_is_not_hurt_by_noise_pretraining(histories):
     assert first_epoch("bp+noise") > first_epoch("bp") - 0.05
 
 
-def test_comparison_table_reports_every_condition(histories):
-    rows = summarize(histories, target=0.5)
-    assert [row["condition"] for row in rows] == ["bp", "bp+noise", "fa", "fa+noise"]
-    fa_noise = rows[-1]
-    assert fa_noise["seeds"] == 3 and fa_noise["angle_after_pretrain"] < 83
-    assert rows[2]["angle_before_pretrain"] is None
-    table = format_table(rows)
+def test_comparison_table_reports_every_condition(experiment, children, tmp_path):
+    report = aggregate_experiment(experiment, children, tmp_path)
+    assert list(report["conditions"]) == ["bp", "bp+noise", "fa", "fa+noise"]
+    fa_noise = report["conditions"]["fa+noise"]
+    assert fa_noise["seeds_succeeded"] == 3 and fa_noise["alignment_angle"]["after_pretrain"] < 83
+    assert report["conditions"]["fa"]["alignment_angle"]["before_pretrain"] is None
+    table = format_table_text(report["table"])
     assert "fa+noise" in table and "±" in table and "epochs to 50%" in table

@@ -87,14 +87,19 @@ def test_unknown_and_missing_datasets_fail_with_dataset_unavailable(tmp_path):
 
 
 def test_a_missing_torchvision_set_names_the_folder_and_the_files(tmp_path, monkeypatch):
-    monkeypatch.delenv("NOISEFA_DOWNLOAD", raising=False)
+    monkeypatch.setenv("NOISEFA_DOWNLOAD", "1")  # the engine reads no environment variable
     with pytest.raises(DatasetUnavailableError) as info:
         load_dataset("cifar10", tmp_path)
     message = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert "data_batch_1" in message and "test_batch" in message
-    monkeypatch.setenv("NOISEFA_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetUnavailableError, match="train-images-idx3-ubyte"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_a_torchvision_set_without_a_data_folder_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("NOISEFA_DATA_DIR", str(tmp_path))  # ignored: the caller passes it
+    with pytest.raises(DatasetUnavailableError, match="none was given"):
         load_dataset("mnist")
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from noisefa.engine.contract.bodies import parse_job
-from noisefa.engine.contract.experiment_spec import expand_experiment
+from noisefa.engine.experiment import child_dir, run_children
 from noisefa.engine.report import PLOTS, aggregate_experiment
-from noisefa.engine.run import run_job
+from noisefa.engine.report_format import format_table_text
 
 BODY = {
     "kind": "experiment",
@@ -31,18 +32,12 @@ BODY = {
 
 @pytest.fixture(scope="module")
 def children(tmp_path_factory) -> dict[str, list[dict]]:
-    """Real children, except that fa's second seed failed."""
-    spec = parse_job(BODY)
-    out: dict[str, list[dict]] = {}
-    for condition, specs in expand_experiment(spec).items():
-        out[condition] = []
-        for child in specs:
-            folder = tmp_path_factory.mktemp("child")
-            run_job(child, folder)
-            lines = (folder / "metrics.jsonl").read_text().splitlines()
-            out[condition].append(
-                {"state": "succeeded", "history": [json.loads(x) for x in lines], "error": None}
-            )
+    """Real children run in this process, except that fa's second seed failed."""
+    root = tmp_path_factory.mktemp("experiment")
+    out = run_children(parse_job(BODY), root)
+    assert {path for path in (root / "runs").iterdir()} == {
+        child_dir(root, c, s) for c in ("fa", "fa+noise") for s in (0, 1)
+    }
     out["fa"][1] = {
         "state": "failed",
         "history": [],
@@ -92,3 +87,56 @@ def test_a_condition_with_no_successful_seed_is_marked_failed(children, tmp_path
     assert cell["state"] == "failed" and cell["cells"][0]["reason"] == "cancelled"
     assert "final_test_accuracy" not in cell
     assert report["conditions"]["fa"]["final_test_accuracy"]["mean"] is not None
+
+
+def test_the_text_table_shows_the_same_cells_as_report_md(children, tmp_path):
+    report = aggregate_experiment(parse_job(BODY), children, tmp_path)
+    lines = format_table_text(report["table"]).splitlines()
+    assert lines[0].split("  ")[0] == "condition" and set(lines[1]) <= {"-", " "}
+    markdown = (tmp_path / "report.md").read_text()
+    for row, line in zip(report["table"], lines[2:], strict=True):
+        assert re.split(" {2,}", line) == list(row.values())  # cells hold no double space
+        assert "| " + " | ".join(row.values()) + " |" in markdown
+    assert "acc % after 1 ep" in report["table"][0] and "epochs to 50%" in report["table"][0]
+
+
+def test_every_layer_s_final_angle_is_tabled_with_layer_1_flagged(children, tmp_path):
+    report = aggregate_experiment(parse_job(BODY), children, tmp_path)
+    noise = report["conditions"]["fa+noise"]
+    by_layer = noise["alignment_angle_final_by_layer"]
+    assert set(by_layer) == {"1", "2"}  # 64-32-10: two rule layers
+    assert by_layer["2"]["mean"] == pytest.approx(noise["alignment_angle"]["final"])
+    per_seed = noise["per_seed"]["alignment_angle_final_by_layer"]["2"]
+    assert by_layer["2"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert report["conditions"]["fa"]["per_seed"]["final_test_accuracy"][1] is None  # failed
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Alignment angle by layer (final)" in markdown
+    assert "| condition | layer 1 (no signal) | layer 2 |" in markdown
+
+
+def test_paired_comparisons_use_the_seeds_both_conditions_completed(children, tmp_path):
+    report = aggregate_experiment(parse_job(BODY), children, tmp_path)
+    (pair,) = report["paired"]
+    assert (pair["a"], pair["b"]) == ("fa", "fa+noise")
+    assert set(pair["metrics"]) == {"final_test_accuracy", "epoch1_test_accuracy", "angle_final"}
+    final = pair["metrics"]["final_test_accuracy"]
+    assert final["n"] == 1 and final["seeds"] == [0]  # fa's seed 1 failed
+    conditions = report["conditions"]
+    assert final["mean_difference"] == pytest.approx(
+        conditions["fa+noise"]["per_seed"]["final_test_accuracy"][0]
+        - conditions["fa"]["per_seed"]["final_test_accuracy"][0]
+    )
+    assert final["p_t_test"] is None and "one paired seed" in final["note"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Paired comparisons over seeds" in markdown
+    assert "| fa+noise − fa | final test acc | 1 |" in markdown
+
+
+def test_paired_comparisons_over_complete_seeds_have_a_ci_and_p_values(children, tmp_path):
+    report = aggregate_experiment(
+        parse_job(BODY), {"fa+noise": children["fa+noise"]} | {"fa": children["fa+noise"]}, tmp_path
+    )
+    (pair,) = report["paired"]
+    for stats in pair["metrics"].values():  # the same runs twice: no difference
+        assert stats["n"] == 2 and stats["mean_difference"] == 0.0
+        assert stats["ci95"] == [0.0, 0.0] and stats["p_sign_flip"] == 1.0

@@ -1,4 +1,4 @@
-"""The experiments tests' stack: a fresh Postgres database, Redis database 11 (flushed),
+"""The experiments tests' stack: a fresh Postgres database, its own Redis database (flushed),
 local object storage in a temporary folder, the API as a subprocess and TWO ``noisefa
 worker`` processes, so an experiment's runs really spread over workers.
 
@@ -7,16 +7,14 @@ Uploads are capped at a small ``max_upload_bytes`` so the size limit is cheap to
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from noisefa.testing.jobs_http import MAX_UPLOAD_BYTES
+from noisefa.testing.redis_dbs import redis_url
 from noisefa.testing.stack import Stack, local_stack
-
-REDIS_URL = os.environ.get("NOISEFA_TEST_EXPERIMENTS_REDIS", "redis://127.0.0.1:6379/11")
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "max_upload_bytes": str(MAX_UPLOAD_BYTES),
     }
     root = tmp_path_factory.mktemp("experiments")
-    with local_stack(root, name="noisefa_experiments", broker_url=REDIS_URL, **settings) as stack:
+    broker_url = redis_url("experiments")
+    with local_stack(root, name="noisefa_experiments", broker_url=broker_url, **settings) as stack:
         stack.use_workers(2)
         yield stack
 

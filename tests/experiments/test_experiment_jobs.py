@@ -5,33 +5,29 @@ runs are marked in their cells, and cancelling the experiment cancels its runs."
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from noisefa.testing.jobs_http import TERMINAL, children, submit, wait_job
-from noisefa.testing.specs import train_body
+from noisefa.engine.contract.states import TERMINAL_STATES
+from noisefa.testing.jobs_http import children, submit, wait_job
+from noisefa.testing.specs import experiment_spec, train_body
+from noisefa.testing.waiting import wait_for
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOISE = {"epochs": 1, "samples_per_epoch": 60_000, "batch_size": 64}
 
 
 def experiment_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "experiment",
-        "base": train_body(),
-        "conditions": {
-            "bp": {"model": {"rule": "bp"}},
-            "fa": {"model": {"rule": "fa"}},
-            "fa+noise": {"model": {"rule": "fa"}, "pretrain": NOISE},
-        },
-        "seeds": [0, 1],
-        "target_accuracy": 0.5,
+    conditions = {
+        "bp": {"model": {"rule": "bp"}},
+        "fa": {"model": {"rule": "fa"}},
+        "fa+noise": {"model": {"rule": "fa"}, "pretrain": NOISE},
     }
-    body.update(overrides)
-    return body
+    return experiment_spec(
+        train_body(), **{"conditions": conditions, "target_accuracy": 0.5, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,17 +87,18 @@ def test_runs_are_child_jobs_listed_by_parent_id(http: httpx.Client, experiment:
 
 def test_a_failed_run_marks_its_cell_and_the_rest_aggregate(http: httpx.Client):
     body = experiment_body(
-        conditions={"fa": {}, "missing-data": {"train": {"dataset": "mnist"}}}, seeds=[0]
+        conditions={"fa": {}, "too-slow": {"train": {"epochs": 500}, "time_limit_s": 1}},
+        seeds=[0],
     )
     body["base"]["train"]["epochs"] = 1
     done = wait_job(http, submit(http, body)["id"])
     assert done["state"] == "succeeded", done.get("error")
     conditions = done["result"]["conditions"]
     assert conditions["fa"]["state"] == "succeeded"
-    [cell] = conditions["missing-data"]["cells"]
+    [cell] = conditions["too-slow"]["cells"]
     assert cell["state"] == "failed"
-    assert cell["reason"] == "dataset_unavailable"
-    assert "mnist" in cell["message"]
+    assert cell["reason"] == "time_limit"
+    assert "wall-clock limit" in cell["message"]
 
 
 def test_cancelling_the_experiment_cancels_its_runs(http: httpx.Client):
@@ -123,11 +120,10 @@ def test_cancelling_the_experiment_cancels_its_runs(http: httpx.Client):
 
 def wait_for_running_child(http: httpx.Client, parent_id: str, deadline_s: float = 60) -> None:
     """Until a run of the experiment is training (none may have ended yet)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+
+    def a_run_is_training() -> bool:
         states = {r["state"] for r in children(http, parent_id)}
-        assert not states & TERMINAL, states
-        if "running" in states:
-            return
-        time.sleep(0.25)
-    raise TimeoutError("no run of the experiment started")
+        assert not states & TERMINAL_STATES, states
+        return "running" in states
+
+    wait_for(a_run_is_training, deadline_s, "a run of the experiment to start", poll_s=0.25)

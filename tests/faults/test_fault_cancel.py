@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from noisefa.service.models import Artifact
 from noisefa.testing.specs import cpu_pretrain_spec as pretrain_spec
+from noisefa.testing.threads import run_threads
 
 DEADLINE_S = 180.0
 # Long enough to be cancelled mid-way: it never ends on its own within the test.
@@ -79,11 +80,7 @@ def test_concurrent_cancels_of_a_running_job_all_answer_and_it_ends_cancelled(st
         barrier.wait(timeout=10)
         answers.append(cancel(stack, job_id)["state"])
 
-    threads = [threading.Thread(target=cancel_now) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_threads(cancel_now, 4, deadline_s=60)
     assert len(answers) == 4 and set(answers) <= {"cancelling", "cancelled"}
     assert stack.wait_state(job_id, {"cancelled", "succeeded", "failed"}, DEADLINE_S).state == (
         "cancelled"

@@ -18,15 +18,10 @@ from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.service.settings import Settings
 from noisefa.testing.db import migrated, settings_for, sqlite_url
+from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
 from noisefa.worker import execution
 
-SPEC = {
-    "kind": "pretrain",
-    "model": {"hidden": [16]},
-    "pretrain": {"dataset": "digits", "epochs": 2, "samples_per_epoch": 1024},
-    "device": "cpu",
-    "metrics": {"probe_size": 64, "readout_size": 256},
-}
+SPEC = cpu_pretrain_spec(epochs=2, samples=1024, hidden=16, metrics=SMALL_METRICS)
 
 
 @pytest.fixture

@@ -3,36 +3,29 @@ metrics, events and checkpoints back through the API."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from noisefa.client import TERMINAL_STATES, Client
+from noisefa.client import TERMINAL_STATES, ApiError, Client
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.service.broker import enqueue_job, make_celery
+from noisefa.service.repositories.jobs import create_job
+from noisefa.service.repositories.projects import project_for_key
+from noisefa.testing.npz_files import small_npz_bytes
+from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec, train_body
+from noisefa.testing.stack import Stack
+from noisefa.testing.waiting import wait_for
 
 JOB_TIMEOUT_S = 180.0
 
-MODEL = {"hidden": [16], "seed": 0}
-SMALL_METRICS = {"probe_size": 64, "readout_size": 256}
-PRETRAIN = {
-    "kind": "pretrain",
-    "model": MODEL,
-    "pretrain": {"dataset": "digits", "epochs": 2, "samples_per_epoch": 2048, "batch_size": 64},
-    "device": "cpu",
-    "metrics": SMALL_METRICS,
-}
+PRETRAIN = cpu_pretrain_spec(epochs=2, samples=2048, hidden=16, metrics=SMALL_METRICS)
 
 
 def train_spec(**overrides: Any) -> dict[str, Any]:
-    spec = {
-        "kind": "train",
-        "model": MODEL,
-        "train": {"dataset": "digits", "epochs": 2, "batch_size": 64},
-        "device": "cpu",
-        "metrics": SMALL_METRICS,
-    }
-    return {**spec, **overrides}
+    """A digits run of the same [16] MLP as ``PRETRAIN``, checkpointed every epoch."""
+    return train_body(model={"hidden": [16], "seed": 0}, checkpoint_every=1, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +91,38 @@ def test_event_stream_delivers_epochs_in_order(client: Client, finetuned: dict[s
     assert ids == sorted(ids)
 
 
-def test_missing_dataset_fails_with_reason_and_message(client: Client):
-    job = client.submit(train_spec(train={"dataset": "mnist", "epochs": 1}))
+def test_a_builtin_no_live_worker_holds_is_refused_at_submit(client: Client):
+    with pytest.raises(ApiError) as refused:
+        client.submit(train_spec(train={"dataset": "mnist", "epochs": 1}))
+    assert refused.value.status == 422
+    assert [e["field"] for e in refused.value.problem["errors"]] == ["train.dataset"]
+
+
+def test_a_bad_server_file_fails_with_reason_and_no_server_folder(client: Client, stack: Stack):
+    bad = stack.root / "served" / "bad.npz"
+    bad.write_bytes(small_npz_bytes()[:-40])  # truncated: its zip directory is cut off
+    job = client.submit(train_spec(train={"dataset": f"npz:{bad}", "epochs": 1}))
     job = client.wait(job["id"], timeout=JOB_TIMEOUT_S)
-    assert job["state"] == "failed"
-    assert job["error"]["reason"] == "dataset_unavailable"
-    assert "mnist" in job["error"]["message"]
-    assert "Traceback" not in job["error"]["message"]
+    assert (job["state"], job["error"]["reason"]) == ("failed", "dataset_unavailable")
+    message = job["error"]["message"]
+    assert "not a valid .npz" in message and "Traceback" not in message
+    assert str(stack.settings.resolved_work_dir) not in message
+
+
+def test_the_worker_rechecks_a_stored_server_file_before_reading_it(stack: Stack):
+    """A job stored without the API's check (as under older settings) naming a readable file
+    outside the allowed folder fails instead of training on it."""
+    outside = stack.root / "outside.npz"
+    outside.write_bytes(small_npz_bytes())
+    spec = parse_job(train_spec(train={"dataset": f"npz:{outside}", "epochs": 1}), None)
+    with stack.sessions() as session:
+        project = project_for_key(session, stack.api_key)
+        job = create_job(session, project.id, spec, max_attempts=1)
+        job_id, queue = job.id, job.queue
+    enqueue_job(make_celery(stack.settings), job_id, queue)
+    done = stack.wait_state(job_id, TERMINAL_STATES, JOB_TIMEOUT_S)
+    assert (done.state, done.error_reason) == ("failed", "dataset_unavailable")
+    assert "not inside a server folder" in done.error_message
 
 
 def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(client: Client):
@@ -114,13 +132,16 @@ def test_cancel_stops_a_running_job_and_keeps_its_checkpoint(client: Client):
     }
     job = client.submit(long_pretrain)
 
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    running = client.get(job["id"])
-    while not (running.get("progress") or {}).get("step"):
-        assert running["state"] in ("queued", "running"), running
-        assert time.monotonic() < deadline, f"no progress within {JOB_TIMEOUT_S}s: {running}"
-        time.sleep(0.2)
-        running = client.get(job["id"])
+    def training() -> dict | None:
+        seen = client.get(job["id"])
+        if (seen.get("progress") or {}).get("step"):
+            return seen
+        assert seen["state"] in ("queued", "running"), seen
+        return None
+
+    running = wait_for(
+        training, JOB_TIMEOUT_S, lambda: f"the job to make progress: {client.get(job['id'])}"
+    )
     assert running["state"] == "running"
     assert running["progress"]["phase"] == "pretrain"
     client.cancel(job["id"])

@@ -3,7 +3,6 @@ stops and writes nothing more (the fencing the reaper relies on)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -13,17 +12,13 @@ from sqlalchemy import Engine, create_engine, select, update
 
 from noisefa.client import Client
 from noisefa.service.models import Job
+from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
+from noisefa.testing.waiting import wait_for
 
 JOB_TIMEOUT_S = 120.0
 # One epoch of 5M noise samples takes far longer than these tests: heartbeats must come
 # from the monitor thread, not from epoch ends.
-LONG_PRETRAIN = {
-    "kind": "pretrain",
-    "model": {"hidden": [16]},
-    "pretrain": {"dataset": "digits", "epochs": 2, "samples_per_epoch": 5_000_000},
-    "device": "cpu",
-    "metrics": {"probe_size": 64, "readout_size": 256},
-}
+LONG_PRETRAIN = cpu_pretrain_spec(epochs=2, samples=5_000_000, hidden=16, metrics=SMALL_METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +34,12 @@ def job_row(db: Engine, job_id: str) -> Any:
 
 
 def wait_row(db: Engine, job_id: str, ready, what: str) -> Any:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not ready(row := job_row(db, job_id)):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {row.state}"
-        time.sleep(0.1)
-    return row
+    return wait_for(
+        lambda: ready(row := job_row(db, job_id)) and row,
+        JOB_TIMEOUT_S,
+        lambda: f"{what} (the job is {job_row(db, job_id).state})",
+        poll_s=0.1,
+    )
 
 
 def heartbeat(row: Any) -> datetime:
@@ -77,10 +73,12 @@ def test_attempt_that_lost_its_lease_stops_and_writes_nothing(client: Client, db
     # Every later write of the old attempt is fenced out, so this is the row's final content.
     taken_over = job_row(db, job["id"])
     artifacts = client.artifacts(job["id"])
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while f"job {job['id']}: attempt 1 lost its lease" not in stack.log_tail(chars=10**7):
-        assert time.monotonic() < deadline, "the worker did not notice its lease was lost"
-        time.sleep(0.1)
+    wait_for(
+        lambda: f"job {job['id']}: attempt 1 lost its lease" in stack.log_tail(chars=10**7),
+        JOB_TIMEOUT_S,
+        "the worker to notice its lease was lost",
+        poll_s=0.1,
+    )
 
     # The worker is free again (its next job runs) and never wrote to the taken-over job.
     short = {**LONG_PRETRAIN["pretrain"], "epochs": 1, "samples_per_epoch": 512}

@@ -1,0 +1,107 @@
+"""Where a stack's batches come from: each run's own data order, or each run's own noise.
+
+Both sources write into tensors that keep their place in memory from step to step, and
+neither reads anything back to the host, so a step that uses them can be captured in a CUDA
+graph: the dataset source's position in the epoch lives in a device tensor there (on the
+CPU a host counter slices the permutation, which is cheaper), and noise is drawn by each
+run's own device generator into its slice of a static buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .datasets import Dataset
+from .noise import NoiseSource
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (R, B, *in), labels (R, B), target
+
+
+class DataBatches:
+    """Batches of the train split, run ``r`` following its own permutation (``orders[r]``).
+
+    The permutations are drawn on the CPU from each run's order generator, as the
+    single-run trainer drew them, so a run's batches do not depend on the stack it is in.
+    """
+
+    def __init__(self, dataset: Dataset, orders: Sequence[torch.Generator]):
+        self.dataset = dataset
+        self.orders = list(orders)
+        self.device = dataset.x_train.device
+        size = len(dataset.x_train)
+        self.perms = torch.zeros((len(self.orders), size), dtype=torch.long, device=self.device)
+        self.on_device = self.device.type == "cuda"
+        self.offset = 0
+        self.offset_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self.positions = torch.arange(size, device=self.device)
+
+    def start_epoch(self, skip: int = 0) -> None:
+        """Draw each run's permutation of this epoch; start ``skip`` samples in."""
+        perms = torch.stack([torch.randperm(self.perms.shape[1], generator=g) for g in self.orders])
+        self.perms.copy_(perms)  # (R, N)
+        self.offset = skip
+        self.offset_t.fill_(skip)
+
+    def next(self, size: int) -> Batch:
+        """The next ``size`` samples of every run: x (R, B, *in), labels = target (R, B)."""
+        runs = len(self.orders)
+        if self.on_device:
+            where = (self.offset_t + self.positions[:size]).expand(runs, size)  # (R, B)
+            index = self.perms.gather(1, where)
+            self.offset_t.add_(size)
+        else:
+            index = self.perms[:, self.offset : self.offset + size]  # (R, B)
+        self.offset += size
+        flat = index.reshape(-1)
+        x = self.dataset.x_train.index_select(0, flat).view(runs, size, *self.dataset.input_shape)
+        labels = self.dataset.y_train.index_select(0, flat).view(runs, size)
+        return x, labels, labels
+
+    def take(self, keep: Sequence[int]) -> DataBatches:
+        """The source of the runs ``keep`` (a member left the stack), mid-epoch included."""
+        taken = DataBatches(self.dataset, [self.orders[r] for r in keep])
+        taken.perms.copy_(self.perms[list(keep)])
+        taken.offset = self.offset
+        taken.offset_t.copy_(self.offset_t)
+        return taken
+
+
+class NoiseBatches:
+    """Fresh noise for every run from its own :class:`~.noise.NoiseSource` each step."""
+
+    def __init__(self, sources: Sequence[NoiseSource]):
+        self.sources = list(sources)
+        self.buffers: dict[int, Batch] = {}
+
+    def start_epoch(self, skip: int = 0) -> None:
+        """Noise has no order to draw: each step continues each run's generator."""
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        return [source.generator for source in self.sources]
+
+    def _buffers(self, size: int) -> Batch:
+        if size not in self.buffers:
+            first = self.sources[0]
+            runs, device = len(self.sources), first.device
+            x = torch.empty((runs, size, *first.input_shape), device=device)
+            labels = torch.empty((runs, size), dtype=torch.long, device=device)
+            target = labels
+            if first.spec.labels == "soft":
+                target = torch.full(
+                    (runs, size, first.num_classes), 1.0 / first.num_classes, device=device
+                )
+            self.buffers[size] = (x, labels, target)
+        return self.buffers[size]
+
+    def next(self, size: int) -> Batch:
+        """Each run's next noise batch (the draws of ``NoiseSource.batch``, in place)."""
+        x, labels, target = self._buffers(size)
+        for r, source in enumerate(self.sources):
+            source.fill(x[r], labels[r])
+        return x, labels, target
+
+    def take(self, keep: Sequence[int]) -> NoiseBatches:
+        return NoiseBatches([self.sources[r] for r in keep])

@@ -1,0 +1,71 @@
+"""A list of stacked tensors (R, *shape) that are views into one flat buffer.
+
+The stacked trainer keeps every parameter of R runs, their gradients and the optimizer's
+state in this layout: each tensor is contiguous (so ``bmm`` can write into it), and the
+whole set is one flat tensor, so the optimizer's elementwise update is a handful of kernels
+however many layers there are. Run ``r``'s slice of tensor ``k`` is ``views[k][r]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+class FlatStack:
+    """Tensors of shapes (R, *shape_k), each a contiguous segment of :attr:`flat`."""
+
+    def __init__(
+        self,
+        runs: int,
+        shapes: Sequence[torch.Size],
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.runs = runs
+        self.shapes = [torch.Size(shape) for shape in shapes]
+        sizes = [runs * math.prod(shape) for shape in self.shapes]
+        self.flat = torch.zeros(sum(sizes), device=device, dtype=dtype)
+        self.views = [
+            segment.view(runs, *shape)
+            for segment, shape in zip(self.flat.split(sizes), self.shapes, strict=True)
+        ]
+
+    @classmethod
+    def from_runs(cls, per_run: Sequence[Sequence[torch.Tensor]]) -> FlatStack:
+        """Stack run ``r``'s tensors ``per_run[r]`` (one list per run, same shapes)."""
+        first = per_run[0]
+        stack = cls(
+            len(per_run), [t.shape for t in first], device=first[0].device, dtype=first[0].dtype
+        )
+        with torch.no_grad():
+            for r, tensors in enumerate(per_run):
+                for view, tensor in zip(stack.views, tensors, strict=True):
+                    view[r].copy_(tensor)
+        return stack
+
+    def like(self) -> FlatStack:
+        """A zero stack of the same layout (gradients, optimizer moments)."""
+        return FlatStack(self.runs, self.shapes, device=self.flat.device, dtype=self.flat.dtype)
+
+    def fill_per_run(self, values: Sequence[float]) -> FlatStack:
+        """Set every element of run ``r`` to ``values[r]`` (a per-run learning rate)."""
+        per_run = torch.tensor(values, dtype=self.flat.dtype, device=self.flat.device)
+        for view in self.views:
+            view.copy_(per_run.view(-1, *([1] * (view.dim() - 1))).expand_as(view))
+        return self
+
+    def run(self, r: int) -> list[torch.Tensor]:
+        """Run ``r``'s tensors (views, not copies)."""
+        return [view[r] for view in self.views]
+
+    def take(self, keep: Sequence[int]) -> FlatStack:
+        """A new stack of the runs ``keep``, in that order (a member left the stack)."""
+        taken = FlatStack(len(keep), self.shapes, device=self.flat.device, dtype=self.flat.dtype)
+        index = torch.tensor(list(keep), device=self.flat.device)
+        for mine, theirs in zip(self.views, taken.views, strict=True):
+            theirs.copy_(mine.index_select(0, index))
+        return taken

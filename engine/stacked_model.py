@@ -1,0 +1,183 @@
+"""R MLPs of one shape as stacked tensors, with an explicit forward and rule backward.
+
+A training step of R runs is one ``baddbmm`` per layer forward and two ``bmm`` per layer
+backward, whatever R is: at these sizes a step's cost is mostly per-op dispatch, so skipping
+the autograd engine and stacking runs both pay. The backward uses the formulas of
+:class:`~.rules.FeedbackLinearFunction` (``grad_x = g @ M``, ``grad_W = g^T @ x``,
+``grad_b = sum(g)``), where each run's ``M`` comes from its rule class
+(:meth:`~.rules.RuleLinear.stacked_feedback`); batch norm's backward is the exact one, as
+autograd computes it for the single-run model. Parameters are views into one
+:class:`~.flat_stack.FlatStack` in the order of ``MLP.parameters()``, so the optimizer's
+per-parameter index (and a checkpoint's ``optim.<index>.*``) means the same in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .flat_stack import FlatStack
+from .model import MLP
+from .rules import RULES
+
+# d(activation)/d(input) from the activation's output, which the forward pass keeps anyway.
+ACTIVATION_GRADS = {
+    "relu": lambda grad, out: grad * (out > 0),
+    "tanh": lambda grad, out: grad * (1 - out * out),
+}
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+
+class StackedMLP:
+    """The weights of R runs (``weights[i]``: (R, out, in)) and one step's gradients.
+
+    Built from each run's :class:`~.model.MLP` (the runs' source of truth between phases
+    and for metrics); :meth:`write_back` copies the stacked values into them.
+    """
+
+    def __init__(self, models: Sequence[MLP]):
+        config = models[0].config
+        self.runs = len(models)
+        self.depth = len(models[0].rule_layers)
+        self.activation = ACTIVATIONS[config.activation]
+        self.activation_grad = ACTIVATION_GRADS[config.activation]
+        self.params = FlatStack.from_runs([[p.detach() for p in m.parameters()] for m in models])
+        self.grads = self.params.like()
+        depth = self.depth
+        views, grads = self.params.views, self.grads.views
+        self.weights, self.biases = views[0 : 2 * depth : 2], views[1 : 2 * depth : 2]
+        self.weight_grads, self.bias_grads = grads[0 : 2 * depth : 2], grads[1 : 2 * depth : 2]
+        self.batch_norm = config.batch_norm
+        if self.batch_norm:
+            norm = models[0].norms[0]
+            self.bn_eps, self.bn_momentum = norm.eps, norm.momentum
+            self.bn_weights, self.bn_biases = views[2 * depth :: 2], views[2 * depth + 1 :: 2]
+            self.bn_weight_grads = grads[2 * depth :: 2]
+            self.bn_bias_grads = grads[2 * depth + 1 :: 2]
+            self.bn_buffers = [
+                {
+                    name: torch.stack([getattr(m.norms[j], name).detach() for m in models]).clone()
+                    for name in ("running_mean", "running_var", "num_batches_tracked")
+                }
+                for j in range(depth - 1)
+            ]
+        # Each layer's rule-owned matrix (FA's fixed B), zeros for runs whose rule has none.
+        self.fixed = [
+            torch.stack(
+                [
+                    (
+                        m.rule_layers[i].fixed_matrix
+                        if m.rule_layers[i].fixed_matrix is not None
+                        else torch.zeros_like(m.rule_layers[i].weight)
+                    ).detach()
+                    for m in models
+                ]
+            )
+            for i in range(depth)
+        ]
+        # Which runs learn by which rule, known on the host so no step branches on the device.
+        rules = [m.config.rule for m in models]
+        device = self.weights[0].device
+        self.rule_masks = [
+            (RULES[name], torch.tensor([r == name for r in rules], device=device).view(-1, 1, 1))
+            for name in dict.fromkeys(rules)
+        ]
+
+    def backward_matrix(self, i: int) -> torch.Tensor:
+        """(R, out, in): the matrix layer ``i`` sends each run's error back through."""
+        (rule, _), *others = self.rule_masks
+        matrix = rule.stacked_feedback(self.weights[i], self.fixed[i])
+        for rule, mask in others:
+            matrix = torch.where(
+                mask, rule.stacked_feedback(self.weights[i], self.fixed[i]), matrix
+            )
+        return matrix
+
+    @torch.no_grad()
+    def step_gradients(
+        self, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one step's gradients into :attr:`grads`; return logits and per-run losses.
+
+        ``x`` (R, B, *input); ``target`` (R, B) class indices or (R, B, C) probabilities.
+        Each run's loss is the mean cross-entropy over its batch, as in ``F.cross_entropy``.
+        Batch-norm running statistics are updated as ``nn.BatchNorm1d`` does in train mode.
+        """
+        batch = x.shape[1]
+        h = x.flatten(2)  # (R, B, features)
+        inputs, normed, outputs = [], [], []
+        last = self.depth - 1
+        for i in range(self.depth):
+            inputs.append(h)
+            # (R, B, in) @ (R, in, out) + (R, 1, out) -> (R, B, out)
+            h = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights[i].transpose(1, 2))
+            if i < last:
+                if self.batch_norm:
+                    h, xhat, rstd = self._norm_forward(i, h)
+                    normed.append((xhat, rstd))
+                h = self.activation(h)
+                outputs.append(h)
+        logits = h  # (R, B, C)
+        log_probs = logits.log_softmax(2)
+        grad = log_probs.exp()  # softmax; minus the target, over B, is d(mean loss)/d(logits)
+        if target.dim() == 2:
+            index = target.unsqueeze(2)  # (R, B, 1)
+            losses = -log_probs.gather(2, index).squeeze(2).mean(1)  # (R,)
+            grad.scatter_add_(2, index, torch.full_like(index, -1, dtype=grad.dtype))
+        else:
+            losses = -(target * log_probs).sum(2).mean(1)  # (R,)
+            grad.sub_(target)
+        grad.div_(batch)
+        for i in range(last, -1, -1):
+            # (R, out, B) @ (R, B, in) -> (R, out, in)
+            torch.bmm(grad.transpose(1, 2), inputs[i], out=self.weight_grads[i])
+            torch.sum(grad, 1, out=self.bias_grads[i])  # (R, out)
+            if i > 0:
+                # (R, B, out) @ (R, out, in) -> (R, B, in): the error the rule sends back
+                grad = self.activation_grad(
+                    torch.bmm(grad, self.backward_matrix(i)), outputs[i - 1]
+                )
+                if self.batch_norm:
+                    grad = self._norm_backward(i - 1, grad, *normed[i - 1])
+        return logits, losses
+
+    def _norm_forward(
+        self, j: int, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch norm of hidden layer ``j`` on (R, B, W) over B, per run; updates buffers."""
+        batch = h.shape[1]
+        var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)  # (R, 1, W)
+        rstd = torch.rsqrt(var + self.bn_eps)
+        xhat = (h - mean) * rstd  # (R, B, W)
+        buffers = self.bn_buffers[j]
+        buffers["running_mean"].lerp_(mean.squeeze(1), self.bn_momentum)
+        buffers["running_var"].lerp_(var.squeeze(1) * (batch / (batch - 1)), self.bn_momentum)
+        buffers["num_batches_tracked"].add_(1)
+        out = torch.addcmul(self.bn_biases[j].unsqueeze(1), xhat, self.bn_weights[j].unsqueeze(1))
+        return out, xhat, rstd
+
+    def _norm_backward(
+        self, j: int, grad: torch.Tensor, xhat: torch.Tensor, rstd: torch.Tensor
+    ) -> torch.Tensor:
+        """d(loss)/d(input) of batch norm ``j`` from d(loss)/d(output); sets its grads.
+
+        With ``ĝ = g·γ``: ``dx = (ĝ - mean(ĝ) - x̂·mean(ĝ·x̂)) · rstd``, means over the batch.
+        """
+        torch.sum(grad * xhat, 1, out=self.bn_weight_grads[j])  # (R, W)
+        torch.sum(grad, 1, out=self.bn_bias_grads[j])  # (R, W)
+        g_hat = grad * self.bn_weights[j].unsqueeze(1)  # (R, B, W)
+        mean_g = g_hat.mean(1, keepdim=True)
+        mean_gx = (g_hat * xhat).mean(1, keepdim=True)
+        return (g_hat - mean_g - xhat * mean_gx) * rstd
+
+    @torch.no_grad()
+    def write_back(self, models: Sequence[MLP]) -> None:
+        """Copy run ``r``'s slice of every stacked tensor into ``models[r]``."""
+        for r, model in enumerate(models):
+            for param, view in zip(model.parameters(), self.params.views, strict=True):
+                param.copy_(view[r])
+            if self.batch_norm:
+                for norm, buffers in zip(model.norms, self.bn_buffers, strict=True):
+                    for name, stacked in buffers.items():
+                        getattr(norm, name).copy_(stacked[r])

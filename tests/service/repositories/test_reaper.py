@@ -1,0 +1,135 @@
+"""The reaper's sweep: silent jobs resume elsewhere or fail ``worker_lost``; lost messages are
+sent again; replicas take turns; the API process runs it on its own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from noisefa.engine.contract.spec import parse_spec
+from noisefa.service.app import create_app
+from noisefa.service.broker import enqueue_job
+from noisefa.service.models import Job, utcnow
+from noisefa.service.reaper import REAPER_LOCK_KEY, sweep
+from noisefa.service.repositories import execution
+from noisefa.service.repositories.jobs import create_job
+from noisefa.service.repositories.projects import get_or_create_project
+from noisefa.testing import broker
+from noisefa.testing.db import migrated, settings_for
+from noisefa.testing.specs import pretrain_spec
+from noisefa.testing.waiting import wait_for
+
+DEADLINE_S = 30.0
+
+
+@pytest.fixture
+def job_id(session) -> str:
+    project = get_or_create_project(session, "reaper-tests")
+    return create_job(session, project.id, parse_spec(pretrain_spec()), max_attempts=2).id
+
+
+def age(session, job_id: str, seconds: float) -> None:
+    """Make the job's heartbeat and last update ``seconds`` old (its worker went silent)."""
+    job = session.get(Job, job_id)
+    job.heartbeat_at = job.updated_at = utcnow() - timedelta(seconds=seconds)
+    session.commit()
+
+
+def state_of(session, job_id: str) -> Job:
+    return session.scalars(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).one()
+
+
+def test_sweep_requeues_a_silent_job_and_puts_it_back_on_the_broker(app, session, job_id):
+    execution.start_attempt(session, job_id)
+    age(session, job_id, app.state.settings.heartbeat_timeout_s + 60)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert done.ran and done.requeued == [job_id]
+    assert state_of(session, job_id).state == "queued"
+    assert job_id in broker.queued_job_ids("cpu")
+    assert execution.start_attempt(session, job_id).attempt == 2
+
+
+def test_sweep_fails_a_job_worker_lost_once_its_attempts_are_spent(app, session, job_id):
+    timeout = app.state.settings.heartbeat_timeout_s
+    for _ in range(2):
+        execution.start_attempt(session, job_id)
+        age(session, job_id, timeout + 60)
+        done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert done.failed == [job_id]
+    job = state_of(session, job_id)
+    assert job.state == "failed" and job.error_reason == "worker_lost"
+    assert "heartbeat" in job.error_message
+
+
+def test_sweep_leaves_live_jobs_alone(app, session, job_id):
+    execution.start_attempt(session, job_id)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert job_id not in done.requeued + done.failed
+    assert state_of(session, job_id).state == "running"
+
+
+def test_sweep_resends_a_job_queued_too_long_whose_message_is_gone(app, session, job_id):
+    broker.flush()  # a Redis restart: every waiting message is lost
+    age(session, job_id, app.state.settings.requeue_after_s + 60)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert job_id in done.resent
+    assert job_id in broker.queued_job_ids("cpu")
+    again = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert job_id not in again.resent  # once per interval, not every sweep
+
+
+def test_a_backlog_still_waiting_on_the_broker_is_not_resent(tmp_path):
+    settings = migrated(settings_for(tmp_path, broker_url=None, reaper_enabled=False))
+    app = create_app(settings)  # the embedded file broker: a queue of our own
+    with app.state.sessionmaker() as session:
+        project = get_or_create_project(session, "backlog")
+        job_id = create_job(session, project.id, parse_spec(pretrain_spec()), max_attempts=1).id
+        enqueue_job(app.state.celery, job_id, "cpu")
+        age(session, job_id, settings.requeue_after_s + 60)
+        assert sweep(app.state.sessionmaker, app.state.celery, settings).resent == []
+        for message in (tmp_path / "broker" / "queue").iterdir():
+            message.unlink()  # the broker lost it
+        assert sweep(app.state.sessionmaker, app.state.celery, settings).resent == [job_id]
+
+
+def test_only_one_replica_sweeps_at_a_time(app, session, settings):
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("replicas share Postgres; the embedded SQLite mode has one API process")
+    with app.state.sessionmaker() as other_replica:
+        other_replica.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": REAPER_LOCK_KEY})
+        done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+        other_replica.rollback()
+    assert not done.ran
+    assert sweep(app.state.sessionmaker, app.state.celery, app.state.settings).ran
+
+
+def test_the_api_process_reaps_a_dead_workers_job_on_its_own(tmp_path):
+    settings = migrated(
+        settings_for(
+            tmp_path,
+            heartbeat_interval_s=0.25,
+            heartbeat_timeout_s=1.0,
+            reaper_interval_s=0.1,
+            max_attempts=3,
+        )
+    )
+    app = create_app(settings)
+    with app.state.sessionmaker() as session:
+        project = get_or_create_project(session, "lifespan-reaper")
+        job_id = create_job(session, project.id, parse_spec(pretrain_spec()), max_attempts=3).id
+        session.commit()
+        execution.start_attempt(session, job_id)  # a worker took it, then died silently
+        with TestClient(app):
+            wait_for(
+                lambda: state_of(session, job_id).state != "running",
+                DEADLINE_S,
+                "the reaper to re-queue the job",
+                poll_s=0.1,
+            )
+        job = state_of(session, job_id)
+    assert job.state == "queued" and job.attempt == 1 and job.lease_token is None
