@@ -12,7 +12,11 @@ learning by feedback alignment, Adam 1e-3, batch 64.
   maths), default ``torch.optim.Adam``, ``loss.item()`` logged every batch.
 
 Each side runs ``--epochs`` epochs; the fastest epoch counts (least disturbed by other load).
-GFLOP/s counts 6 × parameters per sample (forward plus backward, nominal).
+GFLOP/s counts 6 × parameters per sample (forward plus backward, nominal). Beside them, the
+machine's matmul peak for the same work: each of the step's six matmul shapes (forward,
+input gradient and weight gradient of both layers, batch 64) timed alone in a tight loop
+with the same threads; their flops over their summed times is the rate a step made only of
+those matmuls would reach, so the distance of both sides to that limit is visible.
 Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]``.
 """
 
@@ -121,6 +125,57 @@ def engine_epochs(
     return timer
 
 
+def step_matmuls() -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """The matmul shapes of one FA step of 784-100-10 at batch 64, as (name, a, b) of a @ b."""
+    shapes = []
+    for n_in, n_out in ((FEATURES, HIDDEN), (HIDDEN, CLASSES)):
+        shapes += [
+            (f"forward {n_in}->{n_out}", (BATCH, n_in), (n_in, n_out)),  # x @ W.T
+            (f"input grad {n_out}->{n_in}", (BATCH, n_out), (n_out, n_in)),  # delta @ B
+            (f"weight grad {n_out}x{n_in}", (n_out, BATCH), (BATCH, n_in)),  # delta.T @ x
+        ]
+    return shapes
+
+
+def matmul_seconds(
+    a_shape: tuple[int, int], b_shape: tuple[int, int], device: str, rounds: int = 5
+) -> float:
+    """Seconds of one ``torch.mm(a, b, out=c)``: the fastest of ``rounds`` tight loops of
+    about 0.1 s each, after a warm-up that also sizes the loop."""
+    a = torch.randn(a_shape, device=device)
+    b = torch.randn(b_shape, device=device)
+    c = torch.empty(a_shape[0], b_shape[1], device=device)
+    calls, best = 16, float("inf")
+    while True:  # warm-up: double the loop until it lasts 0.1 s
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b, out=c)
+        sync(device)
+        if time.perf_counter() - start > 0.1:
+            break
+        calls *= 2
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b, out=c)
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def matmul_peak(device: str) -> tuple[float, list[tuple[str, float]]]:
+    """The step's matmul flops over their summed best times (GFLOP/s), and each shape's rate."""
+    total_flop, total_seconds, rates = 0, 0.0, []
+    for name, a_shape, b_shape in step_matmuls():
+        flop = 2 * a_shape[0] * a_shape[1] * b_shape[1]
+        seconds = matmul_seconds(a_shape, b_shape, device)
+        total_flop, total_seconds = total_flop + flop, total_seconds + seconds
+        rates.append((name, flop / seconds / 1e9))
+    return total_flop / total_seconds / 1e9, rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 samples instead of 60,000.")
@@ -148,8 +203,13 @@ def main() -> None:
         f"device={name} threads={torch.get_num_threads()} samples={samples} "
         f"model={FEATURES}-{HIDDEN}-{CLASSES} batch={BATCH} best of {args.epochs} epochs"
     )
+    peak, rates = matmul_peak(args.device)
+    limit = flop / peak / 1e9  # seconds of an epoch made only of its matmuls at peak
     print(f"reference epoch: {reference:8.3f} s  {flop / reference / 1e9:7.2f} GFLOP/s")
     print(f"engine epoch:    {engine:8.3f} s  {flop / engine / 1e9:7.2f} GFLOP/s")
+    print(f"matmul peak:     {limit:8.3f} s  {peak:7.2f} GFLOP/s (the same shapes, alone)")
+    print("  " + ", ".join(f"{name} {rate:.1f}" for name, rate in rates))
+    print(f"share of peak: reference {limit / reference:.0%}, engine {limit / engine:.0%}")
     print(f"engine epoch with end-of-epoch metrics: {engine_whole:8.3f} s")
     print(f"speed-up: {reference / engine:.2f}x")
 

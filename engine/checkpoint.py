@@ -4,8 +4,10 @@ Tensors: the model's state (forward weights, biases, feedback matrices, batch-no
 the optimizer's per-parameter state flattened to ``optim.<index>.<key>``, generator states as
 uint8 tensors (``rng.<name>``) and the loop's running sums (``extra.<name>``). The safetensors
 metadata holds one JSON document under ``"noisefa"``: format version, canonical spec and its
-fingerprint, model shape, phase, epoch, step, finished phases, the metric history (so a
-resumed run can rewrite ``metrics.jsonl``) and a sha256 of the tensors: safetensors notices a
+fingerprint, model shape, the input normalisation the model trained with (absent from
+checkpoints written before it, and from runs that saw no data), phase, epoch, step, finished
+phases, the metric history (so a resumed run can rewrite ``metrics.jsonl``) and a sha256 of
+the tensors: safetensors notices a
 truncated file or a broken header, the digest notices a flipped byte in the data. Loading reads
 safetensors only: never pickle. A damaged file raises :class:`CorruptCheckpointError`, whose
 message names the file but not its folder (a worker's folders mean nothing to a client).
@@ -56,6 +58,28 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class InputNormalisation:
+    """How the model's inputs were standardised from raw values: ``(raw - mean) / std``.
+
+    ``mean`` and ``std`` hold one value per image channel or a single value for every
+    channel (:class:`~.datasets.Dataset`'s ``norm_mean``/``norm_std``); ``input_shape`` is
+    the model's input. An evaluation re-normalises other datasets with it.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_shape: tuple[int, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InputNormalisation:
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            input_shape=tuple(int(v) for v in data["input_shape"]),
+        )
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: its tensors (on the CPU) and its metadata."""
@@ -67,6 +91,7 @@ class Checkpoint:
     model_config: MLPConfig
     progress: Progress
     optimizer_scalars: dict[str, Any]
+    normalisation: InputNormalisation | None = None
 
     def section(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors under ``prefix.``, with the prefix removed."""
@@ -94,7 +119,9 @@ def checkpoint_name(phase: str, epoch: int, step: int = 0) -> str:
     return f"{phase}-{epoch:04d}.safetensors"
 
 
-def _order_key(path: Path) -> tuple[int, int, int] | None:
+def checkpoint_order(path: Path) -> tuple[int, int, int] | None:
+    """Where a checkpoint file sits in a run (phase, epoch, step), for ordering; None when
+    the name is not a checkpoint's."""
     match = _NAME.match(path.name)
     if match is None:
         return None
@@ -108,7 +135,7 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     folder = Path(out_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = [(key, p) for p in folder.iterdir() if (key := _order_key(p)) is not None]
+    found = [(key, p) for p in folder.iterdir() if (key := checkpoint_order(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -147,11 +174,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     generators: dict[str, torch.Tensor] | None = None,
     extra: dict[str, torch.Tensor] | None = None,
+    normalisation: InputNormalisation | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temp file, fsync, rename) and return its path.
 
     ``generators`` maps names to ``Generator.get_state()`` tensors; ``extra`` holds any other
-    tensors the loop needs to resume (e.g. running loss sums).
+    tensors the loop needs to resume (e.g. running loss sums); ``normalisation`` is the
+    training data's input normalisation (None for a run that saw no data).
     """
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     scalars: dict[str, Any] = {}
@@ -174,6 +203,8 @@ def save_checkpoint(
         "optimizer_scalars": scalars,
         "tensors_sha256": tensors_digest(cpu),
     }
+    if normalisation is not None:
+        meta["input_normalisation"] = asdict(normalisation)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -221,6 +252,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         config = meta["model_config"]
         config["input_shape"] = tuple(config["input_shape"])
+        normalisation = meta.get("input_normalisation")
         return Checkpoint(
             path=path,
             tensors=tensors,
@@ -229,6 +261,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             model_config=MLPConfig(**config),
             progress=Progress(**meta["progress"]),
             optimizer_scalars=meta["optimizer_scalars"],
+            normalisation=InputNormalisation.from_json(normalisation) if normalisation else None,
         )
     except ValidationError as exc:  # intact, but its spec is not one this version accepts
         raise CheckpointError(f"checkpoint {name}: its stored spec is not valid ({exc})") from exc

@@ -27,6 +27,10 @@ from .contract.catalogue import (
 from .contract.errors import DatasetUnavailableError
 from .npz import read_npz
 
+# A dataset's standardisation statistics: (per-channel means, per-channel stds).
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+DIGITS_MAX = 16.0  # scikit-learn's digits count pixels 0–16
+
 
 @dataclass
 class Dataset:
@@ -38,6 +42,12 @@ class Dataset:
     x_test: torch.Tensor  # (M, *input_shape) float32
     y_test: torch.Tensor  # (M,) int64
     num_classes: int
+    # The standardisation applied to the raw inputs, ``(raw - mean) / std``: one value per
+    # image channel, or a single value for every channel (so a checkpoint can record it and
+    # an evaluation can undo it). Raw means pixels on a [0, 1] scale for the built-in sets
+    # (``digits``' 0–16 counts divided by 16) and an ``.npz`` file's values as stored.
+    norm_mean: tuple[float, ...] = (0.0,)
+    norm_std: tuple[float, ...] = (1.0,)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -101,14 +111,14 @@ def load_dataset(
     npz = _local_npz(name, dataset_files)
     if npz is not None:
         arrays, num_classes = _read_named_npz(name, npz)
-        x_train, x_test = _standardise(
+        x_train, x_test, stats = _standardise(
             torch.from_numpy(arrays["x_train"].astype(np.float32)),
             torch.from_numpy(arrays["x_test"].astype(np.float32)),
         )
         y_train = torch.from_numpy(arrays["y_train"].astype(np.int64))
         y_test = torch.from_numpy(arrays["y_test"].astype(np.int64))
     elif name == "digits":
-        x_train, y_train, x_test, y_test = _load_digits()
+        x_train, y_train, x_test, y_test, stats = _load_digits()
         num_classes = DIGITS_CLASSES
     elif name in TORCHVISION_SETS:
         if data_dir is None:
@@ -118,6 +128,7 @@ def load_dataset(
             )
         x_train, y_train, x_test, y_test = _load_torchvision(name, Path(data_dir), download)
         num_classes = TORCHVISION_SETS[name].num_classes
+        stats = (TORCHVISION_SETS[name].mean, TORCHVISION_SETS[name].std)
     else:
         raise _unknown(name)
     return Dataset(
@@ -127,17 +138,24 @@ def load_dataset(
         x_test=x_test.to(device),
         y_test=y_test.to(device),
         num_classes=num_classes,
+        norm_mean=tuple(stats[0]),
+        norm_std=tuple(stats[1]),
     )
 
 
-def _standardise(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero mean, unit std with the training split's statistics (test uses the same)."""
+def _standardise(
+    x_train: torch.Tensor, x_test: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, Stats]:
+    """Zero mean, unit std with the training split's statistics (test uses the same); the
+    statistics are returned as ``((mean,), (std,))``, one value for every channel."""
     mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
-    return (x_train - mean) / std, (x_test - mean) / std
+    return (x_train - mean) / std, (x_test - mean) / std, ((mean.item(),), (std.item(),))
 
 
-def _load_digits() -> tuple[torch.Tensor, ...]:
-    """scikit-learn's bundled 8×8 digits with a fixed stratified 80/20 split."""
+def _load_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Stats]:
+    """scikit-learn's bundled 8×8 digits with a fixed stratified 80/20 split, and its
+    statistics on the [0, 1] scale (the tensors are standardised from the 0–16 counts, which
+    gives the same values)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -145,10 +163,12 @@ def _load_digits() -> tuple[torch.Tensor, ...]:
     x_tr, x_te, y_tr, y_te = train_test_split(
         digits.data, digits.target, test_size=0.2, random_state=0, stratify=digits.target
     )
-    x_train, x_test = _standardise(
+    x_train, x_test, stats = _standardise(
         torch.from_numpy(x_tr.astype(np.float32)), torch.from_numpy(x_te.astype(np.float32))
     )
-    return x_train, torch.from_numpy(y_tr).long(), x_test, torch.from_numpy(y_te).long()
+    (mean,), (std,) = stats
+    stats = ((mean / DIGITS_MAX,), (std / DIGITS_MAX,))
+    return x_train, torch.from_numpy(y_tr).long(), x_test, torch.from_numpy(y_te).long(), stats
 
 
 def _missing_message(name: str, folder: Path, files: list[str]) -> str:

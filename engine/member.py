@@ -22,6 +22,7 @@ import torch
 from .callbacks import RunCallbacks
 from .checkpoint import (
     CHECKPOINT_DIR,
+    InputNormalisation,
     Progress,
     checkpoint_name,
     final_checkpoint_names,
@@ -30,8 +31,9 @@ from .checkpoint import (
 )
 from .contract import metric_names as mn
 from .contract.spec import JobSpec, OptimizerSpec
+from .convergence import converged_epoch
 from .datasets import Dataset
-from .metrics import evaluate, model_metrics
+from .metrics import evaluate, evaluate_calibrated, model_metrics
 from .model import MLP
 from .noise import NoiseSource
 from .stacked_optim import RunOptimizerState
@@ -114,6 +116,14 @@ class Member:
         self.out_dir = Path(out_dir)
         self.readout_x = readout_x  # (R, *input_shape) fixed noise for the readout metrics
         self.callbacks = callbacks or RunCallbacks()
+        data = next((phase.dataset for phase in phases if phase.dataset is not None), None)
+        # The training data's input normalisation, recorded in every checkpoint (none when
+        # the run sees no data: noise has no raw scale to undo).
+        self.normalisation = (
+            None
+            if data is None
+            else InputNormalisation(data.norm_mean, data.norm_std, model.config.input_shape)
+        )
         self.device = readout_x.device
         self.progress = Progress(phase=phases[0].name, epoch=0)
         self.metrics_log = MetricsLog(self.out_dir / "metrics.jsonl")
@@ -162,13 +172,14 @@ class Member:
         metrics = {mn.TRAIN_LOSS: train_loss, mn.TRAIN_ACCURACY: train_acc}
         if phase.dataset is not None:
             data = phase.dataset
-            test_loss, test_acc = evaluate(
+            test_loss, test_acc, ece = evaluate_calibrated(
                 self.model, data.x_test, data.y_test, self.spec.metrics.eval_batch_size
             )
             metrics |= {
                 mn.TEST_LOSS: test_loss,
                 mn.TEST_ACCURACY: test_acc,
                 mn.GEN_GAP: test_loss - train_loss,
+                mn.ECE: ece,
             }
         metrics |= model_metrics(self.model, probe_x, probe_target, self.readout_x)
         names = mn.metric_names(len(self.model.rule_layers), with_data=phase.dataset is not None)
@@ -183,6 +194,18 @@ class Member:
         self.progress.history.extend(points)
         self.metrics_log.append(points)
         self.callbacks.on_epoch_end(phase.name, epoch, metrics)
+
+    def converged(self, phase: Phase) -> bool:
+        """Whether the phase's ``early_stop`` rule says the run may stop after this epoch."""
+        early_stop = getattr(getattr(self.spec, phase.name), "early_stop", None)
+        if early_stop is None or phase.dataset is None:
+            return False
+        accuracies = [
+            p["value"]
+            for p in self.progress.history
+            if p["phase"] == phase.name and p["name"] == mn.TEST_ACCURACY
+        ]
+        return converged_epoch(accuracies, early_stop) is not None
 
     # -------------------------------------------------------------------------- checkpoints
     def save(
@@ -211,6 +234,7 @@ class Member:
             optimizer=RunOptimizerState(optimizer_state),
             generators=generators,
             extra={"loss_sum": loss_sum, "correct": correct},
+            normalisation=self.normalisation,
         )
         self.last_checkpoint = path
         prune_checkpoints(self.out_dir, keep=self.final_names)

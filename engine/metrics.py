@@ -1,8 +1,11 @@
-"""Per-epoch measurements: losses, alignment and signal angles, effective dimension, readout.
+"""Per-epoch measurements: losses, calibration, alignment and signal angles, effective
+dimension, readout.
 
 Formulas (docs/design.md): the angle between two tensors is ``acos(<a, b> / (|a| |b|))`` in
 degrees; the participation ratio of singular values σ is ``(Σσ²)² / Σσ⁴``; the effective
-rank is ``exp(H(σ / Σσ))``. These run once per epoch and may sync to the host.
+rank is ``exp(H(σ / Σσ))``; ``ece`` is ``Σ_b (n_b / N) |acc_b - conf_b|`` over 15
+equal-width bins of the maximum softmax probability. These run once per epoch and may
+sync to the host.
 """
 
 from __future__ import annotations
@@ -40,20 +43,100 @@ def effective_rank(singular_values: torch.Tensor) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
+ECE_BINS = 15
+"""Equal-width confidence bins of ``ece`` and the reliability diagram (Guo et al., 2017)."""
+
+
+def _batched_logits(model: MLP, x: torch.Tensor, batch_size: int):
+    """``(start, logits)`` per batch of ``x``, in eval mode (the caller holds ``no_grad``)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(x), batch_size):
+            yield start, model(x[start : start + batch_size])  # (b, C)
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in eval mode."""
-    was_training = model.training
-    model.eval()
+    loss, accuracy, _ = _evaluate(model, x, y, batch_size, calibrate=False)
+    return loss, accuracy
+
+
+@torch.no_grad()
+def evaluate_calibrated(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> tuple[float, float, float]:
+    """Mean cross-entropy, accuracy and expected calibration error, from one pass."""
+    loss, accuracy, (confidence, hits) = _evaluate(model, x, y, batch_size, calibrate=True)
+    return loss, accuracy, expected_calibration_error(confidence, hits)
+
+
+def _evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, calibrate: bool):
+    """Loss and accuracy sums on the device; with ``calibrate`` also (confidence, hit) per
+    sample. The sums are the same either way, so ``ece`` never moves the other metrics."""
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
+    confidence = torch.empty(len(x) if calibrate else 0, device=x.device, dtype=torch.float64)
+    hits = torch.empty(len(x) if calibrate else 0, device=x.device, dtype=torch.bool)
+    for start, logits in _batched_logits(model, x, batch_size):
         target = y[start : start + batch_size]
         loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(1) == target).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)
+        hit = logits.argmax(1) == target  # (b,)
+        correct += hit.sum()
+        if calibrate:
+            confidence[start : start + len(logits)] = F.softmax(logits.double(), 1).amax(1)
+            hits[start : start + len(logits)] = hit
+    return loss_sum.item() / len(x), correct.item() / len(x), (confidence, hits)
+
+
+@torch.no_grad()
+def predictions(model: MLP, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: the maximum softmax probability (float64) and the predicted class."""
+    confidence = torch.empty(len(x), device=x.device, dtype=torch.float64)
+    predicted = torch.empty(len(x), device=x.device, dtype=torch.int64)
+    for start, logits in _batched_logits(model, x, batch_size):
+        probs = F.softmax(logits.double(), 1).max(1)
+        confidence[start : start + len(logits)] = probs.values
+        predicted[start : start + len(logits)] = probs.indices
+    return confidence, predicted
+
+
+def reliability_bins(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per bin ``((b-1)/M, b/M]``: sample count, mean accuracy, mean confidence (0 if empty)."""
+    index = (torch.ceil(confidence.double() * bins).long() - 1).clamp(0, bins - 1)  # (N,)
+    counts = torch.bincount(index, minlength=bins).double()  # (M,)
+    hits = torch.bincount(index, weights=correct.double(), minlength=bins)
+    confidence_sum = torch.bincount(index, weights=confidence.double(), minlength=bins)
+    filled = counts.clamp_min(1)
+    return counts, hits / filled, confidence_sum / filled
+
+
+def expected_calibration_error(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+) -> float:
+    """``Σ_b (n_b / N) · |acc_b − conf_b|`` over equal-width confidence bins."""
+    counts, accuracy, mean_confidence = reliability_bins(confidence, correct, bins)
+    return ((counts / counts.sum()) * (accuracy - mean_confidence).abs()).sum().item()
+
+
+def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U).
+
+    By the rank formula ``(R₊ - n₊(n₊+1)/2) / (n₊ n₋)`` with tied scores sharing their
+    average rank, so it equals ``sklearn.metrics.roc_auc_score`` without a threshold sweep.
+    """
+    scores = torch.cat([positive.double().flatten(), negative.double().flatten()])
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()  # 1-based rank of each distinct score's last copy
+    ranks = (ends - (counts.double() - 1) / 2)[inverse]  # (n₊ + n₋,) average ranks
+    n_pos, n_neg = positive.numel(), negative.numel()
+    rank_sum = ranks[:n_pos].sum().item()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def signal_angles(model: MLP, x: torch.Tensor, target: torch.Tensor) -> list[float]:

@@ -4,7 +4,9 @@ Every (dataset, shift kind, severity) cell is one batched pass: the whole test s
 as images (N, C, H, W), goes through one ``torchvision.transforms.v2.functional.affine``
 call on the device, then through the model. At the identity severity (rotate 0, translate
 0, scale 1) no transform runs at all, so that cell is exactly the plain test accuracy.
-Datasets of another input shape are resized to the model's first (:mod:`.images`).
+Datasets of another input shape are resized to the model's first and, with ``normalize:
+model`` (the default), standardised with the statistics the model trained with
+(:mod:`.renormalise`); a checkpoint that records none falls back to each dataset's own.
 """
 
 from __future__ import annotations
@@ -19,14 +21,21 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .contract.errors import InvalidSpecError
+from .contract.errors import DatasetUnavailableError, InvalidSpecError
 from .contract.evaluate_spec import SHIFT_IDENTITY, EvaluateSpec
 from .datasets import load_dataset
-from .images import as_images, fit_inputs
-from .metrics import evaluate
+from .images import as_images
+from .metrics import evaluate, predictions
+from .ood_detection import score_detection
+from .renormalise import inputs_for_model
 from .run import resolve_device
 
 PLOT_NAME = "accuracy_vs_severity.png"
+NO_RECORD_NOTE = (
+    "normalize: the checkpoint records no input normalisation (written before checkpoints "
+    "recorded it, or trained on noise only), so every dataset was standardised with its own "
+    "statistics ('own')"
+)
 
 
 def shift_images(images: torch.Tensor, kind: str, severity: float, fill: float) -> torch.Tensor:
@@ -66,9 +75,12 @@ def evaluate_checkpoint(
     ``checkpoint`` is the file to evaluate (the caller resolves ``spec.init_from``, a job
     id or path, to it); torchvision sets are read from ``data_dir`` (fetched only when
     ``download``); ``dataset_files`` maps non-registry names (``upload:<id>``) to local
-    ``.npz`` files. Returns (and writes as ``result.json``) ``{"checkpoint", "evaluations":
-    [{dataset, shift, severity, accuracy}, ...], "plot"}``; the accuracy-vs-severity plot is
-    written as ``accuracy_vs_severity.png`` in ``out_dir``.
+    ``.npz`` files. Returns (and writes as ``result.json``) ``{"checkpoint", "normalize",
+    "evaluations": [{dataset, shift, severity, accuracy}, ...], "plot"}`` (``normalize``: the
+    normalisation applied, with ``"notes"`` saying why when it is not the one asked for); the
+    accuracy-vs-severity plot is written as ``accuracy_vs_severity.png`` in ``out_dir``.
+    When the checkpoint trained on a dataset, each cell also has ``ood_auroc`` and the
+    result a ``calibration`` entry with a reliability diagram (:mod:`.ood_detection`).
     """
     device = resolve_device(device or spec.device)
     out_dir = Path(out_dir)
@@ -76,28 +88,57 @@ def evaluate_checkpoint(
     stored = load_checkpoint(checkpoint)
     model = model_from_checkpoint(checkpoint, device)
     config = model.config
+    normalize, notes = spec.normalize, []
+    if normalize == "model" and stored.normalisation is None:
+        normalize = "own"
+        notes.append(NO_RECORD_NOTE)
+    model_norm = stored.normalisation if normalize == "model" else None
     names = spec.datasets or [stored.spec.train.dataset if stored.spec.train else None]
     if names[0] is None:
         raise InvalidSpecError("datasets: required for a checkpoint that trained on no dataset")
-    evaluations = []
+    evaluations, confidences = [], []  # confidences[i]: cell i's max softmax probability
+    in_distribution = stored.spec.train.dataset if stored.spec.train else None
+    reference = None  # (dataset, x, y): the in-distribution test split, for ood_auroc
     for name in names:
         data = load_dataset(name, data_dir, device, dataset_files, download=download)
         if data.num_classes != config.num_classes:
             raise InvalidSpecError(
                 f"datasets: {name!r} has {data.num_classes} classes, the model {config.num_classes}"
             )
-        x = fit_inputs(data.x_test, config.input_shape)  # (N, *model input)
+        x = inputs_for_model(data, data.x_test, config.input_shape, model_norm)
+        if name == in_distribution:
+            reference = (name, x, data.y_test)
         images = as_images(x)  # (N, C, H, W)
         fill = x.min().item()  # the background of digit-like images
         for kind, severities in spec.shifts.items():
             for severity in severities:
                 shifted = shift_images(images, kind, severity, fill).reshape(x.shape)
                 accuracy = evaluate(model, shifted, data.y_test, spec.eval_batch_size)[1]
+                confidences.append(predictions(model, shifted, spec.eval_batch_size)[0])
                 evaluations.append(
                     {"dataset": name, "shift": kind, "severity": severity, "accuracy": accuracy}
                 )
     plot_evaluations(evaluations, out_dir / PLOT_NAME)
-    result = {"checkpoint": str(checkpoint), "evaluations": evaluations, "plot": PLOT_NAME}
+    result = {
+        "checkpoint": str(checkpoint),
+        "normalize": normalize,
+        "evaluations": evaluations,
+        "plot": PLOT_NAME,
+    }
+    if notes:
+        result["notes"] = notes
+    if reference is None and in_distribution is not None:
+        try:
+            data = load_dataset(in_distribution, data_dir, device, dataset_files, download=download)
+        except (DatasetUnavailableError, InvalidSpecError) as exc:
+            result.setdefault("notes", []).append(f"no ood_auroc or calibration: {exc}")
+        else:
+            x = inputs_for_model(data, data.x_test, config.input_shape, model_norm)
+            reference = (in_distribution, x, data.y_test)
+    if reference is not None:
+        result["calibration"] = score_detection(
+            model, reference, evaluations, confidences, spec.eval_batch_size, out_dir
+        )
     tmp = out_dir / ".result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out_dir / "result.json")

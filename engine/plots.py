@@ -21,3 +21,34 @@ def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_reliability(counts, accuracy, confidence, path: Path, *, title: str) -> None:
+    """A reliability diagram: per equal-width confidence bin, the accuracy (bars) against
+    the mean confidence (dots) and the diagonal a calibrated model sits on. Empty bins are
+    left out; the arguments are :func:`.metrics.reliability_bins`' per-bin tensors."""
+    bins = len(counts)
+    edges = [b / bins for b in range(bins)]
+    filled = [b for b in range(bins) if counts[b] > 0]
+    figure, (axis,) = new_figure(1, width=4.5, height=4.5)
+    axis.bar(
+        [edges[b] for b in filled],
+        [float(accuracy[b]) for b in filled],
+        width=1 / bins,
+        align="edge",
+        edgecolor="black",
+        label="accuracy",
+    )
+    axis.plot(
+        [edges[b] + 0.5 / bins for b in filled],
+        [float(confidence[b]) for b in filled],
+        "o",
+        color="tab:red",
+        label="mean confidence",
+    )
+    axis.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    axis.set(
+        title=title, xlabel="confidence (max softmax)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1)
+    )
+    axis.legend(loc="upper left")
+    save_figure(figure, path)

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .contract import metric_names as mn
-from .contract.experiment_spec import ExperimentSpec
+from .contract.experiment_spec import ExperimentSpec, child_body
+from .contract.spec import EarlyStopSpec
 from .contract.states import JobState
+from .convergence import converged_epoch
 from .paired_stats import paired_difference
 from .report_format import PAIRED_METRICS, format_report_md, format_report_table
 
@@ -38,10 +40,12 @@ def aggregate_experiment(
     Writes ``report.json``, ``report.md`` and the plots into ``out_dir``; returns the report:
     ``{"target_accuracy", "seeds", "conditions": {name: {state, seeds_succeeded, cells,
     per_seed, final_test_accuracy: {mean, std}, best_test_accuracy, epoch1_test_accuracy,
-    epochs_to_target: {mean, seeds_reached}, alignment_angle: {layer, before_pretrain,
+    epochs_to_target: {mean, seeds_reached}, epochs_to_converge: {mean, seeds_reached},
+    converged_test_accuracy: {mean, std}, alignment_angle: {layer, before_pretrain,
     after_pretrain, final}, alignment_angle_final_by_layer: {layer: {mean, std}},
     eff_dim_1_final, gen_gap_final, test_accuracy_by_epoch, test_accuracy_std_by_epoch,
-    alignment_angle_by_epoch, eff_dim_by_epoch}}, "paired", "plots", "table"}``.
+    alignment_angle_by_epoch, eff_dim_by_epoch}}, "early_stop", "paired", "plots", "table"}``
+    (``early_stop``: whether any condition trains to convergence).
     ``per_seed`` holds each metric's value per cell (``None`` where the run did not succeed);
     ``paired`` compares every pair of conditions over their common seeds
     (:func:`paired_comparisons`). ``*_by_epoch`` lists are means over the succeeded seeds,
@@ -61,11 +65,13 @@ def aggregate_experiment(
             for run, cell in zip(runs, cells, strict=False)
         ]
         histories += [None] * (len(cells) - len(histories))
-        conditions[name] = _condition(cells, histories, spec.target_accuracy)
+        early_stop = _early_stop(spec, name)
+        conditions[name] = _condition(cells, histories, spec.target_accuracy, early_stop)
     report = {
         "target_accuracy": spec.target_accuracy,
         "seeds": list(spec.seeds),
         "conditions": conditions,
+        "early_stop": any(_early_stop(spec, name) for name in spec.conditions),
         "paired": paired_comparisons(conditions, list(spec.seeds)),
         "plots": list(PLOTS.values()),
     }
@@ -89,8 +95,18 @@ def _cell(seed: int, run: dict | None) -> dict[str, Any]:
     return cell
 
 
+def _early_stop(spec: ExperimentSpec, condition: str) -> EarlyStopSpec | None:
+    """The condition's ``train.early_stop`` (the same for every seed; validated already)."""
+    train = child_body(spec, condition, spec.seeds[0]).get("train") or {}
+    raw = train.get("early_stop")
+    return EarlyStopSpec.model_validate(raw) if raw else None
+
+
 def _condition(
-    cells: list[dict], histories: list[list[dict] | None], target: float
+    cells: list[dict],
+    histories: list[list[dict] | None],
+    target: float,
+    early_stop: EarlyStopSpec | None = None,
 ) -> dict[str, Any]:
     """One condition's entry: its cells (``histories[i]`` is cell i's, ``None`` when it did
     not succeed), each cell's values, and the summary over the seeds that succeeded."""
@@ -101,7 +117,7 @@ def _condition(
     if not succeeded:
         return entry
     last_layer = max(_last_layer(h) for h in succeeded)
-    values = [_seed_values(h, target, last_layer) if h else {} for h in histories]
+    values = [_seed_values(h, target, last_layer, early_stop) if h else {} for h in histories]
     per_seed = {key: [v.get(key) for v in values] for key in SEED_METRICS}
     layers = sorted({layer for v in values for layer in v.get("angle_by_layer", {})})
     entry["per_seed"] = per_seed | {
@@ -131,6 +147,8 @@ SEED_METRICS = (
     "best_test_accuracy",
     "epoch1_test_accuracy",
     "epochs_to_target",
+    "epochs_to_converge",
+    "converged_test_accuracy",
     "angle_before_pretrain",
     "angle_after_pretrain",
     "angle_final",
@@ -139,14 +157,20 @@ SEED_METRICS = (
 )
 
 
-def _seed_values(history: list[dict], target: float, last_layer: int) -> dict[str, Any]:
+def _seed_values(
+    history: list[dict], target: float, last_layer: int, early_stop: EarlyStopSpec | None
+) -> dict[str, Any]:
     """One run's values: test accuracy (final, best, after epoch 1), the first epoch at
-    ``target`` test accuracy, the last layer's alignment angle before and after pretraining
-    and at the end, every layer's final angle, layer 1's final eff_dim, the final gen gap;
-    ``None`` for what the run did not record."""
+    ``target`` test accuracy, the epoch it converged at and its accuracy there (with
+    ``early_stop``; :func:`.convergence.converged_epoch`), the last layer's alignment angle
+    before and after pretraining and at the end, every layer's final angle, layer 1's final
+    eff_dim, the final gen gap; ``None`` for what the run did not record."""
     accuracy = _series(history, mn.TEST_ACCURACY, "train")
     pre = _series(history, mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer), "pretrain")
     reached = [e for e in sorted(accuracy) if accuracy[e] >= target]
+    converged = None
+    if early_stop is not None:
+        converged = converged_epoch([accuracy[e] for e in sorted(accuracy)], early_stop)
     prefix = mn.ALIGNMENT_ANGLE + "/"
     angle_by_layer = {
         int(p["name"][len(prefix) :]): p["value"]
@@ -163,6 +187,8 @@ def _seed_values(history: list[dict], target: float, last_layer: int) -> dict[st
         "best_test_accuracy": max(accuracy.values()) if accuracy else None,
         "epoch1_test_accuracy": accuracy.get(1),
         "epochs_to_target": reached[0] if reached else None,
+        "epochs_to_converge": converged,
+        "converged_test_accuracy": accuracy[converged] if converged is not None else None,
         "angle_before_pretrain": pre[min(pre)] if pre else None,
         "angle_after_pretrain": pre[max(pre)] if pre else None,
         "angle_final": final(mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer)),
@@ -176,6 +202,7 @@ def _summary(per_seed: dict[str, list], last_layer: int) -> dict[str, Any]:
     """Over the seeds that recorded it: mean ± std of each value; epochs to target as the
     mean over the seeds that reached it; the last layer's angles as means."""
     to_target = _present(per_seed["epochs_to_target"])
+    to_converge = _present(per_seed["epochs_to_converge"])
     return {
         "final_test_accuracy": _mean_std(per_seed["final_test_accuracy"]),
         "best_test_accuracy": _mean_std(per_seed["best_test_accuracy"]),
@@ -184,6 +211,11 @@ def _summary(per_seed: dict[str, list], last_layer: int) -> dict[str, Any]:
             "mean": statistics.fmean(to_target) if to_target else None,
             "seeds_reached": len(to_target),
         },
+        "epochs_to_converge": {
+            "mean": statistics.fmean(to_converge) if to_converge else None,
+            "seeds_reached": len(to_converge),
+        },
+        "converged_test_accuracy": _mean_std(per_seed["converged_test_accuracy"]),
         "alignment_angle": {
             "layer": last_layer,
             "before_pretrain": _mean_std(per_seed["angle_before_pretrain"])["mean"],

@@ -48,6 +48,7 @@ def format_report_table(report: dict[str, Any]) -> Table:
             "best test acc %": "-",
             "acc % after 1 ep": "-",
             to_target_column: "-",
+            **dict.fromkeys(CONVERGENCE_COLUMNS if report.get("early_stop") else (), "-"),
             "angle before PT": "-",
             "angle after PT": "-",
             "angle final": "-",
@@ -65,6 +66,7 @@ def format_report_table(report: dict[str, Any]) -> Table:
                 "best test acc %": format_pm(**c["best_test_accuracy"]),
                 "acc % after 1 ep": format_pm(**c["epoch1_test_accuracy"]),
                 to_target_column: reached,
+                **(_convergence_cells(c) if report.get("early_stop") else {}),
                 "angle before PT": format_num(angles["before_pretrain"]),
                 "angle after PT": format_num(angles["after_pretrain"]),
                 "angle final": format_num(angles["final"]),
@@ -73,6 +75,28 @@ def format_report_table(report: dict[str, Any]) -> Table:
             }
         rows.append(row)
     return rows
+
+
+CONVERGENCE_COLUMNS = ("epochs to converge", "acc % at convergence")
+
+
+def _convergence_cells(condition: dict[str, Any]) -> dict[str, str]:
+    """Epochs to converge (with how many seeds converged within ``epochs`` when not all) and
+    the test accuracy there, for an experiment that trains to convergence."""
+    to_converge = condition["epochs_to_converge"]
+    epochs = format_num(to_converge["mean"])
+    if (
+        to_converge["mean"] is not None
+        and to_converge["seeds_reached"] < condition["seeds_succeeded"]
+    ):
+        epochs += f" ({to_converge['seeds_reached']}/{condition['seeds_succeeded']})"
+    return dict(
+        zip(
+            CONVERGENCE_COLUMNS,
+            (epochs, format_pm(**condition["converged_test_accuracy"])),
+            strict=True,
+        )
+    )
 
 
 def format_table_text(table: Table) -> str:
@@ -98,6 +122,12 @@ def format_report_md(report: dict[str, Any]) -> str:
         f"Seeds {report['seeds']}; accuracies in % (mean ± std over the seeds that "
         "succeeded); angles in degrees (last layer); eff_dim is layer 1's participation ratio."
     )
+    if report.get("early_stop"):
+        lines.append(
+            "Training to convergence (`train.early_stop`): epochs to converge is the last "
+            "epoch that improved test accuracy by more than `min_delta` before `patience` "
+            "epochs without one, over the seeds that converged within `epochs`."
+        )
     lines += ["", *_markdown_rows(report["table"])]
     failed = [
         (name, cell)

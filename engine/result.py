@@ -1,4 +1,5 @@
-"""``result.json``: what a finished run reports (spec, final metrics, per-phase summary).
+"""``result.json``: what a finished run reports (spec, final metrics, per-phase summary, and
+where it converged when ``train.early_stop`` is set).
 
 Written atomically into the run's folder at the end of :func:`~.run.run_jobs`, and rebuilt
 from the same history on a rerun of a finished job, so both give the same file.
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .contract import metric_names as mn
-from .contract.spec import JobSpec
+from .contract.spec import EarlyStopSpec, JobSpec
+from .convergence import converged_epoch
 
 
 def write_result(
@@ -45,7 +47,7 @@ def build_result(
             for p in history
             if p["phase"] == last["name"] and p["epoch"] == last["epochs"]
         }
-    return {
+    result = {
         "spec": json.loads(spec.canonical_json()),
         "final_metrics": final_metrics,
         "summary": summarize_history(history),
@@ -53,6 +55,25 @@ def build_result(
             final_checkpoint.relative_to(out_dir).as_posix() if final_checkpoint else None
         ),
         "phases": phases,
+    }
+    if spec.train is not None and spec.train.early_stop is not None:
+        result["convergence"] = convergence(history, spec.train.early_stop)
+    return result
+
+
+def convergence(history: list[dict[str, Any]], early_stop: EarlyStopSpec) -> dict[str, Any]:
+    """``converged_epoch`` (``None``: still improving at ``epochs``), the test accuracy
+    there, and the train epoch the phase ended at."""
+    accuracy = {
+        p["epoch"]: p["value"]
+        for p in history
+        if p["phase"] == "train" and p["name"] == mn.TEST_ACCURACY
+    }
+    epoch = converged_epoch([accuracy[e] for e in sorted(accuracy)], early_stop)
+    return {
+        "converged_epoch": epoch,
+        "converged_test_accuracy": accuracy[epoch] if epoch is not None else None,
+        "stopped_epoch": max(accuracy, default=None),
     }
 
 

@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 from .callbacks import RunCallbacks
-from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint, load_model_state
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    checkpoint_order,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_state,
+)
 from .contract.errors import (
     CheckpointError,
     CorruptCheckpointError,
@@ -125,6 +132,7 @@ def run_jobs(
         members.append(member)
         resumes.append(resume)
         slots.append(i)
+    resumes = _common_resume(members, resumes)
     for i, member, left in zip(slots, members, train_stack(members, resumes), strict=True):
         if left is None:
             left = write_result(
@@ -209,6 +217,34 @@ def build_member(
         spec.metrics.readout_size
     )
     return Member(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
+
+
+def _common_resume(
+    members: Sequence[Member], resumes: Sequence[Checkpoint | None]
+) -> list[Checkpoint | None]:
+    """Resume every run of one call from the earliest point they all reached, where the runs
+    that are ahead still hold a checkpoint of it.
+
+    A stack killed between two members' checkpoint writes leaves them an epoch apart.
+    Resumed from there they would train in separate stacks, and a stack's ``bmm`` may round
+    differently from a single run's, so they would end a few ulps away from an uninterrupted
+    stack. Rewinding the runs that are ahead (their previous checkpoint is still on disk:
+    retention keeps the newest two) makes them retrain that epoch together, exactly.
+    """
+    reached = [resume.path for resume in resumes if resume is not None]
+    if len({path.name for path in reached}) <= 1:
+        return list(resumes)
+    earliest = min(reached, key=lambda path: checkpoint_order(path) or (0, 0, 0)).name
+    aligned = []
+    for member, resume in zip(members, resumes, strict=True):
+        behind = member.out_dir / CHECKPOINT_DIR / earliest
+        if resume is not None and resume.path.name != earliest and behind.is_file():
+            try:
+                resume = load_checkpoint(behind)
+            except CorruptCheckpointError as exc:
+                log.warning("not rewinding to a damaged checkpoint: %s", exc)
+        aligned.append(resume)
+    return aligned
 
 
 def _find_resume(spec: JobSpec, out_dir: Path) -> Checkpoint | None:

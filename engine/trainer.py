@@ -7,8 +7,10 @@ with the host: per-run loss and accuracy are summed on the device and read once 
 Then every run's weights are copied back into its own model, measured and checkpointed as
 its own (:class:`~.member.Member`). A run whose ``should_stop`` says so (checkpoint, then
 :class:`RunStopped`) or whose epoch loss is not finite (:class:`TrainingDiverged`) leaves
-the stack; the others go on unchanged. Every random choice comes from a per-run generator
-whose state is checkpointed, so a stopped or killed run resumes to exactly the same metrics.
+the stack; so does one whose test accuracy has converged (``train.early_stop``), having
+finished the phase with its final checkpoint. The others go on unchanged. Every random
+choice comes from a per-run generator whose state is checkpointed, so a stopped or killed
+run resumes to exactly the same metrics.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ class PhaseStack:
         self.correct.add_((logits.argmax(2) == labels).sum(1))
 
     def _end_epoch(self) -> dict[int, BaseException]:
-        """Copy weights back, measure and checkpoint each run; diverged runs leave."""
+        """Copy weights back, measure and checkpoint each run; diverged runs leave (with
+        why), converged runs (``train.early_stop``) leave having finished the phase."""
         plan, samples = self.plan, self.plan.samples_per_epoch
         models = [self.members[i].model for i in self.ids]
         self.model.write_back(models)
@@ -215,6 +218,7 @@ class PhaseStack:
         self.loss_sum.zero_()
         self.correct.zero_()
         diverged: dict[int, BaseException] = {}
+        converged: list[int] = []  # stopped early, successfully, final checkpoint written
         for r, index in enumerate(self.ids):
             member, phase = self.members[index], self.phases[index]
             member.progress.epoch, member.progress.step = self.epoch, 0
@@ -225,9 +229,12 @@ class PhaseStack:
                 )
                 continue
             member.record_epoch(phase, losses[r], accuracies[r])
-            if self.epoch == plan.epochs:
+            last = self.epoch == plan.epochs or member.converged(phase)
+            if last:
                 member.progress.phases_done.append(self.name)
-            if self.epoch % member.spec.checkpoint_every == 0 or self.epoch == plan.epochs:
+                if self.epoch < plan.epochs:
+                    converged.append(r)
+            if self.epoch % member.spec.checkpoint_every == 0 or last:
                 member.save(
                     phase,
                     self.optimizer.run_state(r),
@@ -236,8 +243,8 @@ class PhaseStack:
                     self.correct[r],
                 )
         left = {self.ids[r]: exc for r, exc in diverged.items()}
-        if diverged:
-            self._remove(list(diverged))
+        if diverged or converged:
+            self._remove([*diverged, *converged])
         return left
 
     def _stop(

@@ -14,7 +14,7 @@ import sys
 
 from . import __version__
 
-COMMAND_MODULES = ("run", "compare", "serve", "worker", "db", "keys", "demo", "remote")
+COMMAND_MODULES = ("run", "evaluate", "compare", "serve", "worker", "db", "keys", "demo", "remote")
 
 
 def build_parser() -> argparse.ArgumentParser:

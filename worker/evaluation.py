@@ -19,6 +19,7 @@ from noisefa.engine.contract.errors import InvalidSpecError
 from noisefa.engine.contract.evaluate_spec import EvaluateSpec
 from noisefa.engine.contract.states import JobState
 from noisefa.engine.ood import PLOT_NAME, evaluate_checkpoint
+from noisefa.engine.ood_detection import RELIABILITY_PLOT_NAME
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories import jobs as job_repo
 from noisefa.service.settings import Settings
@@ -59,9 +60,12 @@ def run_evaluation(
     )
     # The worker's scratch path means nothing to a client: name the job and artifact instead.
     result["checkpoint"] = {"job_id": spec.init_from, "artifact": init.name}
-    result["artifacts"] = ["result.json", PLOT_NAME]
+    # The reliability diagram exists only when the training set's test split could be read.
+    plots = [name for name in (PLOT_NAME, RELIABILITY_PLOT_NAME) if (out_dir / name).is_file()]
+    result["artifacts"] = ["result.json", *plots]
     tmp = out_dir / ".result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out_dir / "result.json")
-    upload_artifact(attempt, sessions, storage, out_dir / PLOT_NAME, PLOT_NAME)
+    for name in plots:
+        upload_artifact(attempt, sessions, storage, out_dir / name, name)
     return {"state": JobState.SUCCEEDED, "result": result}

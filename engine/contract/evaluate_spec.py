@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from .spec import DeviceName, SpecModel
 
 ShiftKind = Literal["rotate", "translate", "scale"]
+Normalize = Literal["model", "own"]
 
 # Per shift kind: the identity severity (no transform is applied there, so its accuracy is
 # exactly the plain test accuracy) and the allowed range.
@@ -34,13 +35,20 @@ class EvaluateSpec(SpecModel):
     severity in degrees; ``translate`` by the severity in pixels along both axes (a
     diagonal shift); ``scale`` by the severity as a zoom factor about the centre. Uncovered
     pixels take the image's background (the split's minimum value). Datasets whose inputs
-    differ from the model's are resized (bilinear) to its input shape first; flat inputs are
-    viewed as square single-channel images (``digits``: 8×8).
+    differ from the model's are resized to its input shape first: flat inputs are viewed as
+    square single-channel images (``digits``: 8×8), images are resized with bilinear
+    interpolation (antialiased when shrinking), and 1 and 3 channels are mapped onto each
+    other by repeating or averaging. With ``normalize: model`` each dataset is first taken
+    back to raw values with its own statistics, resized, then standardised with the
+    statistics the model trained with (recorded in its checkpoint); raw values are pixels on
+    a [0, 1] scale for built-in sets and an upload's values as stored.
     """
 
     kind: Literal["evaluate"] = Field(description="`evaluate`.")
     init_from: str = Field(
-        min_length=1, max_length=4096, description="The job (or checkpoint) to evaluate."
+        min_length=1,
+        max_length=4096,
+        description="The job to evaluate: its id (for `noisefa evaluate`, a checkpoint file).",
     )
     datasets: list[str] | None = Field(
         None,
@@ -52,6 +60,12 @@ class EvaluateSpec(SpecModel):
         default_factory=_default_shifts,
         description="Severities per shift kind: rotate (degrees), translate (pixels), "
         "scale (factor).",
+    )
+    normalize: Normalize = Field(
+        "model",
+        description="`model`: standardise every dataset with the statistics the model trained "
+        "with (a checkpoint without them falls back to `own`, with a note in the result); "
+        "`own`: each dataset with its own training statistics.",
     )
     device: DeviceName = Field("auto", description="`cpu`, `cuda`, or `auto` (cuda if present).")
     eval_batch_size: int = Field(4096, ge=1, le=1_000_000, description="Evaluation batch size.")

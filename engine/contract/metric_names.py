@@ -10,6 +10,8 @@ TRAIN_ACCURACY = "train_accuracy"
 TEST_LOSS = "test_loss"
 TEST_ACCURACY = "test_accuracy"
 GEN_GAP = "gen_gap"
+ECE = "ece"
+"""Expected calibration error on the test split (15 equal-width confidence bins)."""
 READOUT_MAX_PROB = "readout_max_prob"
 READOUT_ENTROPY = "readout_entropy"
 
@@ -18,10 +20,14 @@ SIGNAL_ANGLE = "signal_angle"
 EFF_DIM = "eff_dim"
 EFF_RANK = "eff_rank"
 
+OOD_AUROC = "ood_auroc"
+"""Evaluate results: how well the maximum softmax probability tells the in-distribution
+test split from a cell's inputs (0.5: not at all)."""
+
 META_LOSS = "meta_loss"
 """Mean over a phase's meta-loss tasks; ``meta_loss/<task>`` per task (when configured)."""
 
-DATA_ONLY = (TEST_LOSS, TEST_ACCURACY, GEN_GAP)
+DATA_ONLY = (TEST_LOSS, TEST_ACCURACY, GEN_GAP, ECE)
 """Recorded only in phases with a dataset (not in noise pretraining)."""
 
 # Layer 1's feedback matrix multiplies the gradient w.r.t. the network input, which no

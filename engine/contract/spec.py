@@ -158,6 +158,20 @@ class PretrainSpec(SpecModel):
     meta_loss: MetaLossSpec | None = Field(None, description="Meta-loss measured in this phase.")
 
 
+class EarlyStopSpec(SpecModel):
+    """Train to convergence: stop once the test accuracy has not improved for a while.
+
+    After each epoch, the phase stops when the best test accuracy of the last ``patience``
+    epochs is not more than ``min_delta`` above the best before them; ``epochs`` still
+    bounds the phase. The result records the epoch it stopped at and the best accuracy.
+    """
+
+    patience: int = Field(3, ge=1, le=1000, description="Epochs without improvement, in [1, 1000].")
+    min_delta: float = Field(
+        0.0, ge=0, le=1, description="Least rise in test accuracy that counts, in [0, 1]."
+    )
+
+
 class TrainSpec(SpecModel):
     """Training on data, evaluated on the dataset's test split after every epoch."""
 
@@ -166,6 +180,9 @@ class TrainSpec(SpecModel):
     batch_size: int = Field(64, ge=1, le=65_536, description="Training batch size.")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     meta_loss: MetaLossSpec | None = Field(None, description="Meta-loss measured in this phase.")
+    early_stop: EarlyStopSpec | None = Field(
+        None, description="Stop before `epochs` once the test accuracy stops improving."
+    )
 
 
 WebhookEvent = Literal["state", "succeeded", "failed", "cancelled"]

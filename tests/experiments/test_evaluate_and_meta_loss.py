@@ -44,7 +44,9 @@ def test_rotation_accuracy_starts_at_test_accuracy_and_falls(http: httpx.Client,
     assert cells[0] == pytest.approx(final_test_accuracy(http, trained["id"]), abs=1e-6)
     assert cells[0] > cells[30] > cells[90]
     names = {a["name"] for a in http.get(f"/v1/jobs/{done['id']}/artifacts").json()["items"]}
-    assert {"result.json", "accuracy_vs_severity.png"} <= names
+    assert {"result.json", "accuracy_vs_severity.png", "reliability.png"} <= names
+    assert done["result"]["calibration"]["plot"] == "reliability.png"
+    assert all(0.0 <= e["ood_auroc"] <= 1.0 for e in done["result"]["evaluations"])
 
 
 def test_evaluate_needs_a_succeeded_job_of_the_project(http: httpx.Client):
