@@ -36,9 +36,9 @@ from noisefa.engine.contract.states import JobState
 
 from .broker import enqueue_finish_experiment, enqueue_job, waiting_messages
 from .periodic import PeriodicLoop
-from .repositories.execution import queued_counts, reap_stale, stale_queued_jobs
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
+from .repositories.reaping import queued_counts, reap_stale, stale_queued_jobs
 from .repositories.workers import prune_dead_workers
 from .settings import Settings
 

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from ..auth import unauthorized
 from ..broker import QUEUES
 from ..problems import ProblemError
-from ..repositories.execution import queued_counts
+from ..repositories.reaping import queued_counts
 from ..repositories.workers import live_workers_per_queue
 from ..schemas import Health, Readiness
 from ..storage import check_writable

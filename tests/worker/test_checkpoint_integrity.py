@@ -24,9 +24,9 @@ from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.run import run_job
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Artifact, Job, JobEvent
-from noisefa.service.repositories.execution import reap_stale
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
+from noisefa.service.repositories.reaping import reap_stale
 from noisefa.service.settings import Settings
 from noisefa.testing.corruption import garble_head, garble_tail, truncate
 from noisefa.testing.db import migrated, settings_for, sqlite_url

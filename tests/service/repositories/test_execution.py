@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobEvent, JobMetric, utcnow
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, reaping
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing.specs import pretrain_spec
@@ -148,9 +148,9 @@ def age_heartbeat(session, job_id: str, seconds: float) -> None:
 
 def test_reaper_requeues_a_silent_job_and_fences_its_old_worker(session, job_id):
     stale = execution.start_attempt(session, job_id)
-    assert execution.reap_stale(session, heartbeat_timeout_s=60) == []
+    assert reaping.reap_stale(session, heartbeat_timeout_s=60) == []
     age_heartbeat(session, job_id, 120)
-    reaped = execution.reap_stale(session, heartbeat_timeout_s=60)
+    reaped = reaping.reap_stale(session, heartbeat_timeout_s=60)
     assert [(r.job_id, r.state, r.queue) for r in reaped] == [(job_id, "queued", "cpu")]
     assert not execution.heartbeat(session, stale)
     assert execution.start_attempt(session, job_id).attempt == 2
@@ -160,7 +160,7 @@ def test_reaper_fails_a_job_worker_lost_after_max_attempts(session, job_id):
     for _ in range(3):
         execution.start_attempt(session, job_id)
         age_heartbeat(session, job_id, 120)
-        reaped = execution.reap_stale(session, heartbeat_timeout_s=60)
+        reaped = reaping.reap_stale(session, heartbeat_timeout_s=60)
     assert reaped[0].state == "failed"
     session.expire_all()
     job = session.get(Job, job_id)
@@ -173,11 +173,11 @@ def test_reaper_ends_a_silent_cancelling_job_cancelled(session, job_id):
     job.state = "cancelling"
     session.commit()
     age_heartbeat(session, job_id, 120)
-    assert execution.reap_stale(session, heartbeat_timeout_s=60)[0].state == "cancelled"
+    assert reaping.reap_stale(session, heartbeat_timeout_s=60)[0].state == "cancelled"
 
 
 def test_queued_jobs_whose_message_may_be_lost_are_resent_once_per_interval(session, job_id):
-    assert job_id not in dict(execution.stale_queued_jobs(session, older_than_s=60))
+    assert job_id not in dict(reaping.stale_queued_jobs(session, older_than_s=60))
     age_heartbeat(session, job_id, 120)
-    assert (job_id, "cpu") in execution.stale_queued_jobs(session, older_than_s=60)
-    assert job_id not in dict(execution.stale_queued_jobs(session, older_than_s=60))
+    assert (job_id, "cpu") in reaping.stale_queued_jobs(session, older_than_s=60)
+    assert job_id not in dict(reaping.stale_queued_jobs(session, older_than_s=60))

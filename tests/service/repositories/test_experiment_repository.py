@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from noisefa.engine.contract.bodies import parse_job
 from noisefa.engine.contract.experiment_spec import expand_experiment
 from noisefa.service.models import Job, Project, utcnow
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, reaping
 from noisefa.service.repositories import experiments as experiment_repo
 from noisefa.service.repositories import jobs as job_repo
 from noisefa.testing.specs import experiment_spec, train_spec
@@ -58,7 +58,7 @@ def test_a_waiting_experiment_is_not_reaped(session):
     past = utcnow() - timedelta(hours=1)
     session.execute(update(Job).where(Job.id == attempt.job_id).values(heartbeat_at=past))
     session.commit()
-    reaped = execution.reap_stale(session, heartbeat_timeout_s=1)
+    reaped = reaping.reap_stale(session, heartbeat_timeout_s=1)
     assert attempt.job_id not in {r.job_id for r in reaped}
 
 

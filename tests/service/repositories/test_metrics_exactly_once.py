@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobMetric, utcnow
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, reaping
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing.specs import pretrain_spec
@@ -36,7 +36,7 @@ def test_a_resumed_attempt_overwrites_repeated_epochs_and_never_duplicates(sessi
     job = session.get(Job, job_id)
     job.heartbeat_at = utcnow() - timedelta(seconds=600)
     session.commit()
-    assert execution.reap_stale(session, heartbeat_timeout_s=60)[0].state == "queued"
+    assert reaping.reap_stale(session, heartbeat_timeout_s=60)[0].state == "queued"
     second = execution.start_attempt(session, job_id)
     assert second.attempt == 2
     for epoch in (2, 3):
