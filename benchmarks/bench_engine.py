@@ -35,21 +35,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.contract.spec import parse_spec
-from noisefa.engine.rules import FeedbackLinearFunction
 from noisefa.engine.run import run_job
+from noisefa.testing.reference_fa import RefFALinear
 
 FEATURES, CLASSES, HIDDEN, BATCH = 784, 10, 100, 64
-
-
-class RefFALinear(nn.Linear):
-    """nn.Linear with a fixed random feedback matrix, via the engine's autograd Function."""
-
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__(n_in, n_out)
-        self.register_buffer("feedback", torch.randn(n_out, n_in) * (2.0 / n_in) ** 0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return FeedbackLinearFunction.apply(x, self.weight, self.bias, self.feedback)
 
 
 def sync(device: str) -> None:

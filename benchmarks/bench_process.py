@@ -131,17 +131,7 @@ def reference_main(args: argparse.Namespace) -> None:
     import torchvision.datasets as tv
     from torch.utils.data import DataLoader, TensorDataset
 
-    from noisefa.engine.rules import FeedbackLinearFunction
-
-    class RefFALinear(nn.Linear):
-        """nn.Linear with a fixed random feedback matrix, via the engine's autograd Function."""
-
-        def __init__(self, n_in: int, n_out: int):
-            super().__init__(n_in, n_out)
-            self.register_buffer("feedback", torch.randn(n_out, n_in) * (2.0 / n_in) ** 0.5)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return FeedbackLinearFunction.apply(x, self.weight, self.bias, self.feedback)
+    from noisefa.testing.reference_fa import RefFALinear
 
     def images(split: tv.FashionMNIST) -> torch.Tensor:
         x = split.data.float().div(255.0).view(-1, FEATURES)  # (N, 784)

@@ -16,16 +16,11 @@ import torch
 
 from .callbacks import RunCallbacks
 from .checkpoint import (
-    CHECKPOINT_DIR,
     Checkpoint,
-    checkpoint_order,
-    list_checkpoints,
     load_checkpoint,
     load_model_state,
 )
 from .contract.errors import (
-    CheckpointError,
-    CorruptCheckpointError,
     EngineError,
     InvalidSpecError,
 )
@@ -36,6 +31,7 @@ from .meta import MetaLoss
 from .model import MLP, build_model
 from .noise import NoiseSource
 from .result import write_result
+from .resume import common_resume, find_resume
 from .trainer import train_stack
 
 log = logging.getLogger(__name__)
@@ -132,7 +128,7 @@ def run_jobs(
         members.append(member)
         resumes.append(resume)
         slots.append(i)
-    resumes = _common_resume(members, resumes)
+    resumes = common_resume(members, resumes)
     for i, member, left in zip(slots, members, train_stack(members, resumes), strict=True):
         if left is None:
             left = write_result(
@@ -156,7 +152,7 @@ def _prepare(
 ) -> tuple[Member, Checkpoint | None]:
     """One run's member of the stack (data, model, phases) and the checkpoint it resumes."""
     device = resolve_device(device or spec.device)
-    resume = _find_resume(spec, out_dir)
+    resume = find_resume(spec, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset, input_shape, num_classes = _data_and_shape(
         spec, data_dir, device, dataset_files, download=download, datasets=datasets
@@ -217,62 +213,6 @@ def build_member(
         spec.metrics.readout_size
     )
     return Member(spec, model, phases, out_dir, readout_x=readout_x, callbacks=callbacks)
-
-
-def _common_resume(
-    members: Sequence[Member], resumes: Sequence[Checkpoint | None]
-) -> list[Checkpoint | None]:
-    """Resume every run of one call from the earliest point they all reached, where the runs
-    that are ahead still hold a checkpoint of it.
-
-    A stack killed between two members' checkpoint writes leaves them an epoch apart.
-    Resumed from there they would train in separate stacks, and a stack's ``bmm`` may round
-    differently from a single run's, so they would end a few ulps away from an uninterrupted
-    stack. Rewinding the runs that are ahead (their previous checkpoint is still on disk:
-    retention keeps the newest two) makes them retrain that epoch together, exactly.
-    """
-    reached = [resume.path for resume in resumes if resume is not None]
-    if len({path.name for path in reached}) <= 1:
-        return list(resumes)
-    earliest = min(reached, key=lambda path: checkpoint_order(path) or (0, 0, 0)).name
-    aligned = []
-    for member, resume in zip(members, resumes, strict=True):
-        behind = member.out_dir / CHECKPOINT_DIR / earliest
-        if resume is not None and resume.path.name != earliest and behind.is_file():
-            try:
-                resume = load_checkpoint(behind)
-            except CorruptCheckpointError as exc:
-                log.warning("not rewinding to a damaged checkpoint: %s", exc)
-        aligned.append(resume)
-    return aligned
-
-
-def _find_resume(spec: JobSpec, out_dir: Path) -> Checkpoint | None:
-    """The newest intact checkpoint in ``out_dir`` if it is this spec's; refuse another spec's.
-
-    Damaged checkpoints are skipped, newest first; :class:`CorruptCheckpointError` when every
-    one is. Messages name files, not the folder (for a worker it is a server path).
-    """
-    paths = list_checkpoints(out_dir) if out_dir.is_dir() else []
-    for path in reversed(paths):
-        try:
-            checkpoint = load_checkpoint(path)
-        except CorruptCheckpointError as exc:
-            log.warning("skipping a damaged checkpoint: %s", exc)
-            continue
-        if checkpoint.fingerprint != spec.fingerprint():
-            raise CheckpointError(
-                f"the output folder holds checkpoints of a different spec (fingerprint "
-                f"{checkpoint.fingerprint}, this spec {spec.fingerprint()}); "
-                "use another output folder"
-            )
-        return checkpoint
-    if paths:
-        raise CorruptCheckpointError(
-            f"none of the {len(paths)} checkpoints in the output folder is intact "
-            f"({', '.join(path.name for path in paths)}); use another output folder"
-        )
-    return None
 
 
 def build_meta_loss(

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .run import EXIT_USAGE, format_validation_error
+from .run import EXIT_USAGE, load_body
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,27 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Validate the body, evaluate its checkpoint, print the result's cells."""
-    import yaml
-    from pydantic import ValidationError
-
     from noisefa.engine.contract.bodies import parse_job
     from noisefa.engine.contract.errors import EngineError
     from noisefa.engine.contract.evaluate_spec import EvaluateSpec
     from noisefa.engine.ood import evaluate_checkpoint
-    from noisefa.engine.spec_files import read_spec_file
 
     from .settings import load_settings
 
     settings = load_settings()
-    try:
-        raw = read_spec_file(args.body)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        print(f"error: cannot read body {args.body}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        spec = parse_job(raw, settings.limits)
-    except ValidationError as exc:
-        print(f"error: {format_validation_error(exc)}", file=sys.stderr)
+    spec = load_body(args.body, parse_job, settings.limits, "body")
+    if spec is None:
         return EXIT_USAGE
     if not isinstance(spec, EvaluateSpec):
         print(

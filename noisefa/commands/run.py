@@ -14,10 +14,14 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noisefa.engine.callbacks import RunCallbacks
+
+if TYPE_CHECKING:
+    from noisefa.engine.contract.limits import Limits
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -100,28 +104,37 @@ def format_validation_error(error: Exception) -> str:
     return "invalid spec:\n" + "\n".join(lines)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Validate the spec, run the job, print where the results are."""
+def load_body(path: Path, parse: Callable[[Any, Limits], Any], limits: Limits, what: str) -> Any:
+    """The body in ``path`` (JSON or YAML) validated by ``parse``; None once the reason it is
+    refused has been printed on stderr (the caller exits with :data:`EXIT_USAGE`)."""
     import yaml
     from pydantic import ValidationError
 
+    from noisefa.engine.spec_files import read_spec_file
+
+    try:
+        raw = read_spec_file(path)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"error: cannot read {what} {path}: {exc}", file=sys.stderr)
+        return None
+    try:
+        return parse(raw, limits)
+    except ValidationError as exc:
+        print(f"error: {format_validation_error(exc)}", file=sys.stderr)
+        return None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Validate the spec, run the job, print where the results are."""
     from noisefa.engine.contract.errors import EngineError, RunStopped
     from noisefa.engine.contract.spec import parse_spec
     from noisefa.engine.run import run_job
-    from noisefa.engine.spec_files import read_spec_file
 
     from .settings import load_settings
 
     settings = load_settings()
-    try:
-        raw = read_spec_file(args.spec)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        print(f"error: cannot read spec {args.spec}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        spec = parse_spec(raw, settings.limits)
-    except ValidationError as exc:
-        print(f"error: {format_validation_error(exc)}", file=sys.stderr)
+    spec = load_body(args.spec, parse_spec, settings.limits, "spec")
+    if spec is None:
         return EXIT_USAGE
 
     callbacks = ProgressBarCallbacks(enabled=not args.no_progress)
