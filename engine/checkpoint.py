@@ -34,12 +34,11 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .contract.checkpoint_format import FORMAT_VERSION, METADATA_KEY
 from .contract.errors import CheckpointError, CorruptCheckpointError, InvalidSpecError
 from .contract.spec import JobSpec
 from .model import MLP, MLPConfig
 
-FORMAT_VERSION = 1
-METADATA_KEY = "noisefa"
 CHECKPOINT_DIR = "checkpoints"
 PHASE_ORDER = ("pretrain", "train")
 # Checkpoints a run folder keeps besides each phase's final one (the service's is a setting).

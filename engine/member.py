@@ -33,7 +33,7 @@ from .contract import metric_names as mn
 from .contract.spec import JobSpec, OptimizerSpec
 from .convergence import converged_epoch
 from .datasets import Dataset
-from .metrics import evaluate, evaluate_calibrated, model_metrics
+from .metrics import evaluate, evaluate_calibrated, model_metrics, reliability_metrics
 from .model import MLP
 from .noise import NoiseSource
 from .stacked_optim import RunOptimizerState
@@ -192,6 +192,16 @@ class Member:
             for name, value in metrics.items()
         ]
         self.progress.history.extend(points)
+        if phase.dataset is not None and (epoch == phase.epochs or self.converged(phase)):
+            # The phase's last epoch: its reliability bins, once per run (a diagram's worth).
+            data, batch = phase.dataset, self.spec.metrics.eval_batch_size
+            bins = reliability_metrics(self.model, data.x_test, data.y_test, batch)
+            more = [
+                {"name": name, "phase": phase.name, "epoch": epoch, "value": value}
+                for name, value in bins.items()
+            ]
+            self.progress.history.extend(more)
+            points, metrics = points + more, metrics | bins
         self.metrics_log.append(points)
         self.callbacks.on_epoch_end(phase.name, epoch, metrics)
 
@@ -215,17 +225,22 @@ class Member:
         order_state: torch.Tensor,
         loss_sum: torch.Tensor,
         correct: torch.Tensor,
+        *,
+        draw_state: torch.Tensor | None = None,
     ) -> Path:
         """Write a checkpoint of the run's current state, prune old ones, tell callbacks.
 
         The layout is the single-run trainer's: ``optimizer_state`` is in ``torch.optim``
-        form, ``loss_sum`` (float64) and ``correct`` (int64) are this run's 0-dim sums.
+        form, ``loss_sum`` (float64) and ``correct`` (int64) are this run's 0-dim sums;
+        ``draw_state`` is the state of the run's generator of feedback draws (brSF).
         """
         progress = self.progress
         name = checkpoint_name(phase.name, progress.epoch, progress.step)
         generators = {"order": order_state}
         if phase.noise is not None:
             generators["noise"] = phase.noise.generator.get_state()
+        if draw_state is not None:
+            generators["feedback"] = draw_state
         path = save_checkpoint(
             self.out_dir / CHECKPOINT_DIR / name,
             spec=self.spec,

@@ -22,6 +22,7 @@ from .datasets import Dataset
 from .images import fit_inputs
 from .metrics import evaluate
 from .model import MLP
+from .rules import trained_feedback
 from .trainer import derive_seed, make_optimizer
 
 
@@ -72,8 +73,9 @@ class MetaLoss:
         x_train, y_train, x_eval, y_eval = self.tasks[name]
         learner = copy.deepcopy(model)
         learner.train()
-        optimizer = make_optimizer(
-            OptimizerSpec(name=self.spec.optimizer, lr=self.spec.lr), learner.parameters()
+        optimizer = make_optimizer(  # KP's B learns with W on the copy too
+            OptimizerSpec(name=self.spec.optimizer, lr=self.spec.lr),
+            [*learner.parameters(), *trained_feedback(learner)],
         )
         generator = torch.Generator().manual_seed(derive_seed(self.seed, f"meta/{name}"))
         size = min(self.spec.batch_size, len(x_train))

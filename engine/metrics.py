@@ -1,11 +1,11 @@
 """Per-epoch measurements: losses, calibration, alignment and signal angles, effective
 dimension, readout.
 
-Formulas (docs/design.md): the angle between two tensors is ``acos(<a, b> / (|a| |b|))`` in
-degrees; the participation ratio of singular values σ is ``(Σσ²)² / Σσ⁴``; the effective
-rank is ``exp(H(σ / Σσ))``; ``ece`` is ``Σ_b (n_b / N) |acc_b - conf_b|`` over 15
-equal-width bins of the maximum softmax probability. These run once per epoch and may
-sync to the host.
+Formulas (docs/design.md, docs/rules.md): the angle between two tensors is
+``acos(<a, b> / (|a| |b|))`` in degrees; the participation ratio of singular values σ is
+``(Σσ²)² / Σσ⁴``; the effective rank is ``exp(H(σ / Σσ))``; ``ece`` is
+``Σ_b (n_b / N) |acc_b - conf_b|`` over 15 equal-width bins of the maximum softmax
+probability. These run once per epoch and may sync to the host.
 """
 
 from __future__ import annotations
@@ -116,6 +116,20 @@ def reliability_bins(
     return counts, hits / filled, confidence_sum / filled
 
 
+@torch.no_grad()
+def reliability_metrics(
+    model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int, bins: int = ECE_BINS
+) -> dict[str, float]:
+    """The reliability bins of ``model`` on ``(x, y)`` as metrics (``reliability_*/<b>``)."""
+    confidence, predicted = predictions(model, x, batch_size)  # (N,), (N,)
+    per_bin = reliability_bins(confidence, predicted == y, bins)  # 3 × (M,)
+    return {
+        mn.reliability_metric(base, b + 1): float(values[b])
+        for base, values in zip(mn.RELIABILITY, per_bin, strict=True)
+        for b in range(bins)
+    }
+
+
 def expected_calibration_error(
     confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
 ) -> float:
@@ -176,16 +190,39 @@ def readout_metrics(model: MLP, noise_x: torch.Tensor) -> tuple[float, float]:
     return probs.max(1).values.mean().item(), (entropy.mean() / math.log(probs.shape[1])).item()
 
 
+def alignment_reference(model: MLP, i: int) -> torch.Tensor:
+    """What BP would send the error to rule layer ``i``'s input through, to compare the
+    rule's matrix with: the layer's weight, or for a direct rule (whose matrix maps the
+    *output* error there) the transposed Jacobian of :meth:`~.model.MLP.linear_path`, the
+    linear part of BP's path from layer ``i``'s input to the logits (activations left out,
+    max-pools averaged): (C, *input_i). For linear layers it is ``W_L ··· W_i`` (C, in_i)."""
+    layer = model.rule_layers[i]
+    if not layer.rule.direct:
+        return layer.weight
+    classes = model.config.num_classes
+    device = layer.weight.device
+    h = torch.zeros(classes, *layer.input_shape, dtype=torch.float64, device=device)
+    with torch.enable_grad():
+        h.requires_grad_()
+        logits = model.linear_path(i, h)  # (C, C): row c is the map of sample c
+        one_hot = torch.eye(classes, dtype=torch.float64, device=device)
+        (reference,) = torch.autograd.grad(logits, h, one_hot)  # row c = J^T e_c
+    return reference  # (C, *input_i)
+
+
 @torch.no_grad()
 def weight_metrics(model: MLP) -> dict[str, float]:
-    """Alignment angle, participation ratio and effective rank of every layer."""
+    """Alignment angle, norm ratio, participation ratio and effective rank of every layer."""
     out: dict[str, float] = {}
+    layers = model.rule_layers
+    for index, layer in enumerate(layers, start=1):
+        reference, matrix = alignment_reference(model, index - 1), layer.feedback
+        out[mn.layer_metric(mn.ALIGNMENT_ANGLE, index)] = angle_degrees(reference, matrix)
+        norm = reference.double().norm().item()
+        ratio = matrix.double().norm().item() / norm if norm > 0 else 0.0  # JSON has no inf
+        out[mn.layer_metric(mn.NORM_RATIO, index)] = ratio
     for index, layer in enumerate(model.rule_layers, start=1):
-        out[mn.layer_metric(mn.ALIGNMENT_ANGLE, index)] = angle_degrees(
-            layer.weight, layer.feedback
-        )
-    for index, layer in enumerate(model.rule_layers, start=1):
-        sigma = torch.linalg.svdvals(layer.weight.double())
+        sigma = torch.linalg.svdvals(layer.weight.flatten(1).double())  # kernel: (out, in·k·k)
         out[mn.layer_metric(mn.EFF_DIM, index)] = participation_ratio(sigma)
         out[mn.layer_metric(mn.EFF_RANK, index)] = effective_rank(sigma)
     return out

@@ -21,6 +21,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .contract.catalogue import known_datasets
 from .contract.errors import DatasetUnavailableError, InvalidSpecError
 from .contract.evaluate_spec import SHIFT_IDENTITY, EvaluateSpec
 from .datasets import load_dataset
@@ -69,6 +70,7 @@ def evaluate_checkpoint(
     data_dir: Path | None = None,
     download: bool = False,
     dataset_files: Mapping[str, Path] | None = None,
+    trust_training_set: bool = True,
 ) -> dict:
     """Accuracy of ``checkpoint``'s model per dataset × shift × severity.
 
@@ -81,6 +83,9 @@ def evaluate_checkpoint(
     accuracy-vs-severity plot is written as ``accuracy_vs_severity.png`` in ``out_dir``.
     When the checkpoint trained on a dataset, each cell also has ``ood_auroc`` and the
     result a ``calibration`` entry with a reliability diagram (:mod:`.ood_detection`).
+    ``trust_training_set=False`` (a checkpoint from outside, e.g. an upload) takes the
+    dataset its metadata names as the default and in-distribution set only when it is a
+    built-in: an ``npz:`` path there names a file of whoever wrote it, not one to read here.
     """
     device = resolve_device(device or spec.device)
     out_dir = Path(out_dir)
@@ -93,11 +98,16 @@ def evaluate_checkpoint(
         normalize = "own"
         notes.append(NO_RECORD_NOTE)
     model_norm = stored.normalisation if normalize == "model" else None
-    names = spec.datasets or [stored.spec.train.dataset if stored.spec.train else None]
-    if names[0] is None:
-        raise InvalidSpecError("datasets: required for a checkpoint that trained on no dataset")
-    evaluations, confidences = [], []  # confidences[i]: cell i's max softmax probability
     in_distribution = stored.spec.train.dataset if stored.spec.train else None
+    if not trust_training_set and in_distribution not in known_datasets():
+        in_distribution = None
+    names = spec.datasets or [in_distribution]
+    if names[0] is None:
+        raise InvalidSpecError(
+            "datasets: required for a checkpoint that trained on no dataset (or, uploaded, on "
+            "one that is not built in)"
+        )
+    evaluations, confidences = [], []  # confidences[i]: cell i's max softmax probability
     reference = None  # (dataset, x, y): the in-distribution test split, for ood_auroc
     for name in names:
         data = load_dataset(name, data_dir, device, dataset_files, download=download)

@@ -21,15 +21,20 @@ from .contract.experiment_spec import ExperimentSpec, child_body
 from .contract.spec import EarlyStopSpec
 from .contract.states import JobState
 from .convergence import converged_epoch
-from .paired_stats import paired_difference
-from .report_format import PAIRED_METRICS, format_report_md, format_report_table
+from .report_format import format_matrix_table, format_report_md, format_report_table
+from .report_matrix import (
+    COMPARED_PAIRS,
+    find_rule_noise_matrix,
+    matrix_pairs,
+    rule_noise_rows,
+)
+from .report_pairs import mean_std, paired_comparisons, present
+from .report_plots import PLOTS, listed_plots, write_plots
+from .report_reliability import pooled_reliability
+
+__all__ = ["PLOTS", "REPORT_JSON", "REPORT_MD", "aggregate_experiment"]
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
-PLOTS = {
-    mn.TEST_ACCURACY: "test_accuracy.png",
-    mn.ALIGNMENT_ANGLE: "alignment_angle.png",
-    mn.EFF_DIM: "eff_dim.png",
-}
 
 
 def aggregate_experiment(
@@ -43,14 +48,19 @@ def aggregate_experiment(
     epochs_to_target: {mean, seeds_reached}, epochs_to_converge: {mean, seeds_reached},
     converged_test_accuracy: {mean, std}, alignment_angle: {layer, before_pretrain,
     after_pretrain, final}, alignment_angle_final_by_layer: {layer: {mean, std}},
-    eff_dim_1_final, gen_gap_final, test_accuracy_by_epoch, test_accuracy_std_by_epoch,
-    alignment_angle_by_epoch, eff_dim_by_epoch}}, "early_stop", "paired", "plots", "table"}``
-    (``early_stop``: whether any condition trains to convergence).
+    eff_dim_1_final, gen_gap_final, ece_final, reliability: {counts, accuracy, confidence}
+    (per bin, pooled over seeds; None without bins), test_accuracy_by_epoch,
+    test_accuracy_std_by_epoch, alignment_angle_by_epoch, eff_dim_by_epoch}}, "early_stop",
+    "paired", "rule_noise_matrix", "plots", "table"}`` (``early_stop``: whether any condition
+    trains to convergence).
     ``per_seed`` holds each metric's value per cell (``None`` where the run did not succeed);
-    ``paired`` compares every pair of conditions over their common seeds
-    (:func:`paired_comparisons`). ``*_by_epoch`` lists are means over the succeeded seeds,
-    indexed by train epoch; the angle and eff_dim series are ``{"epochs": [...], "mean":
-    [...]}`` with pretraining at epochs ≤ 0 (its last epoch is train epoch 0).
+    ``paired`` compares pairs of conditions over their common seeds
+    (:func:`.report_pairs.paired_comparisons`): every pair, or for a rule × noise matrix
+    (:mod:`.report_matrix`) those sharing the rule or the noise setting; then
+    ``rule_noise_matrix`` is ``{rows: [one per rule], table, paired_pairs}`` (else ``None``).
+    ``plots`` lists the plots that show something. ``*_by_epoch`` lists are means over the
+    succeeded seeds, indexed by train epoch; the angle and eff_dim series are ``{"epochs":
+    [...], "mean": [...]}`` with pretraining at epochs ≤ 0 (its last epoch is train epoch 0).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,14 +77,25 @@ def aggregate_experiment(
         histories += [None] * (len(cells) - len(histories))
         early_stop = _early_stop(spec, name)
         conditions[name] = _condition(cells, histories, spec.target_accuracy, early_stop)
+    seeds = list(spec.seeds)
+    matrix = find_rule_noise_matrix(spec)
+    pairs = matrix_pairs(list(conditions), matrix) if matrix is not None else None
     report = {
         "target_accuracy": spec.target_accuracy,
-        "seeds": list(spec.seeds),
+        "seeds": seeds,
         "conditions": conditions,
         "early_stop": any(_early_stop(spec, name) for name in spec.conditions),
-        "paired": paired_comparisons(conditions, list(spec.seeds)),
-        "plots": list(PLOTS.values()),
+        "paired": paired_comparisons(conditions, seeds, pairs),
+        "rule_noise_matrix": None,
     }
+    if matrix is not None:
+        rows = rule_noise_rows(conditions, seeds, matrix)
+        report["rule_noise_matrix"] = {
+            "rows": rows,
+            "table": format_matrix_table(rows),
+            "paired_pairs": COMPARED_PAIRS,
+        }
+    report["plots"] = listed_plots(report)
     report["table"] = format_report_table(report)
     write_plots(report, out_dir)
     _write(out_dir / REPORT_JSON, json.dumps(_finite(report), indent=2, allow_nan=False))
@@ -127,7 +148,7 @@ def _condition(
     }
     entry |= _summary(per_seed, last_layer)
     entry["alignment_angle_final_by_layer"] = {
-        layer: _mean_std(seeds)
+        layer: mean_std(seeds)
         for layer, seeds in entry["per_seed"]["alignment_angle_final_by_layer"].items()
     }
     accuracy = _by_epoch(succeeded, mn.TEST_ACCURACY, include_pretrain=False)
@@ -138,6 +159,7 @@ def _condition(
     entry["eff_dim_by_epoch"] = _by_epoch(
         succeeded, mn.layer_metric(mn.EFF_DIM, 1), include_pretrain=True
     )
+    entry["reliability"] = pooled_reliability(succeeded)
     return entry
 
 
@@ -154,6 +176,7 @@ SEED_METRICS = (
     "angle_final",
     "eff_dim_1_final",
     "gen_gap_final",
+    "ece_final",
 )
 
 
@@ -194,6 +217,7 @@ def _seed_values(
         "angle_final": final(mn.layer_metric(mn.ALIGNMENT_ANGLE, last_layer)),
         "eff_dim_1_final": final(mn.layer_metric(mn.EFF_DIM, 1)),
         "gen_gap_final": final(mn.GEN_GAP),
+        "ece_final": final(mn.ECE),
         "angle_by_layer": angle_by_layer,
     }
 
@@ -201,12 +225,12 @@ def _seed_values(
 def _summary(per_seed: dict[str, list], last_layer: int) -> dict[str, Any]:
     """Over the seeds that recorded it: mean ± std of each value; epochs to target as the
     mean over the seeds that reached it; the last layer's angles as means."""
-    to_target = _present(per_seed["epochs_to_target"])
-    to_converge = _present(per_seed["epochs_to_converge"])
+    to_target = present(per_seed["epochs_to_target"])
+    to_converge = present(per_seed["epochs_to_converge"])
     return {
-        "final_test_accuracy": _mean_std(per_seed["final_test_accuracy"]),
-        "best_test_accuracy": _mean_std(per_seed["best_test_accuracy"]),
-        "epoch1_test_accuracy": _mean_std(per_seed["epoch1_test_accuracy"]),
+        "final_test_accuracy": mean_std(per_seed["final_test_accuracy"]),
+        "best_test_accuracy": mean_std(per_seed["best_test_accuracy"]),
+        "epoch1_test_accuracy": mean_std(per_seed["epoch1_test_accuracy"]),
         "epochs_to_target": {
             "mean": statistics.fmean(to_target) if to_target else None,
             "seeds_reached": len(to_target),
@@ -215,60 +239,22 @@ def _summary(per_seed: dict[str, list], last_layer: int) -> dict[str, Any]:
             "mean": statistics.fmean(to_converge) if to_converge else None,
             "seeds_reached": len(to_converge),
         },
-        "converged_test_accuracy": _mean_std(per_seed["converged_test_accuracy"]),
+        "converged_test_accuracy": mean_std(per_seed["converged_test_accuracy"]),
         "alignment_angle": {
             "layer": last_layer,
-            "before_pretrain": _mean_std(per_seed["angle_before_pretrain"])["mean"],
-            "after_pretrain": _mean_std(per_seed["angle_after_pretrain"])["mean"],
-            "final": _mean_std(per_seed["angle_final"])["mean"],
+            "before_pretrain": mean_std(per_seed["angle_before_pretrain"])["mean"],
+            "after_pretrain": mean_std(per_seed["angle_after_pretrain"])["mean"],
+            "final": mean_std(per_seed["angle_final"])["mean"],
         },
-        "eff_dim_1_final": _mean_std(per_seed["eff_dim_1_final"]),
-        "gen_gap_final": _mean_std(per_seed["gen_gap_final"]),
+        "eff_dim_1_final": mean_std(per_seed["eff_dim_1_final"]),
+        "gen_gap_final": mean_std(per_seed["gen_gap_final"]),
+        "ece_final": mean_std(per_seed["ece_final"]),
     }
-
-
-def paired_comparisons(conditions: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
-    """Every pair of conditions ``(a, b)`` in the spec's order (``a`` first), with
-    :func:`.paired_stats.paired_difference` of ``b - a`` over their common succeeded seeds
-    for each of :data:`PAIRED_METRICS`. Every pair rather than one reference condition: an
-    experiment names no reference, and with a handful of conditions every pair stays short."""
-    pairs = []
-    names = list(conditions)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            metrics = {
-                key: paired_difference(
-                    _by_seed(conditions[a], seeds, key), _by_seed(conditions[b], seeds, key)
-                )
-                for key in PAIRED_METRICS
-            }
-            pairs.append({"a": a, "b": b, "metrics": metrics})
-    return pairs
-
-
-def _by_seed(condition: dict[str, Any], seeds: list[int], key: str) -> dict[int, float]:
-    values = condition.get("per_seed", {}).get(key) or [None] * len(seeds)
-    return {seed: v for seed, v in zip(seeds, values, strict=True) if v is not None}
 
 
 def _series(history: list[dict], name: str, phase: str) -> dict[int, float]:
     """Epoch → value of one metric in one phase."""
     return {p["epoch"]: p["value"] for p in history if p["name"] == name and p["phase"] == phase}
-
-
-def _present(values: list) -> list:
-    return [v for v in values if v is not None]
-
-
-def _mean_std(values: list[float | None]) -> dict[str, float | None]:
-    """Mean and sample std of the values present (std 0 for one value)."""
-    values = _present(values)
-    if not values:
-        return {"mean": None, "std": None}
-    return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
 
 
 def _last_layer(history: list[dict]) -> int:
@@ -297,36 +283,6 @@ def _by_epoch(histories: list[list[dict]], name: str, *, include_pretrain: bool)
         "mean": [statistics.fmean(per_epoch[e]) for e in epochs],
         "std": [statistics.stdev(per_epoch[e]) if len(per_epoch[e]) > 1 else 0.0 for e in epochs],
     }
-
-
-def write_plots(report: dict, out_dir: Path) -> None:
-    """Test accuracy (seed bands), alignment angle and eff_dim vs epoch, one line per condition."""
-    from .plots import new_figure, save_figure
-
-    series = {
-        mn.TEST_ACCURACY: ("test accuracy", None),
-        mn.ALIGNMENT_ANGLE: ("last-layer alignment angle (°)", "alignment_angle_by_epoch"),
-        mn.EFF_DIM: ("eff_dim of W1 (participation ratio)", "eff_dim_by_epoch"),
-    }
-    for metric, (label, key) in series.items():
-        figure, (axis,) = new_figure(1, width=6, height=4)
-        for name, c in report["conditions"].items():
-            if not c["seeds_succeeded"]:
-                continue
-            if key is None:
-                mean, std = c["test_accuracy_by_epoch"], c["test_accuracy_std_by_epoch"]
-                epochs = list(range(len(mean)))
-            else:
-                epochs, mean, std = c[key]["epochs"], c[key]["mean"], c[key]["std"]
-            (line,) = axis.plot(epochs, mean, marker="o", markersize=3, label=name)
-            low = [m - s for m, s in zip(mean, std, strict=True)]
-            high = [m + s for m, s in zip(mean, std, strict=True)]
-            axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-        xlabel = "train epoch" if key is None else "epoch (≤ 0: noise pretraining)"
-        axis.set(xlabel=xlabel, ylabel=label)
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend()
-        save_figure(figure, out_dir / PLOTS[metric])
 
 
 def _finite(value: Any) -> Any:

@@ -54,6 +54,7 @@ def format_report_table(report: dict[str, Any]) -> Table:
             "angle final": "-",
             "eff_dim W1": "-",
             "gen gap": "-",
+            "ECE": "-",
         }
         if c["seeds_succeeded"]:
             to_target = c["epochs_to_target"]
@@ -72,6 +73,7 @@ def format_report_table(report: dict[str, Any]) -> Table:
                 "angle final": format_num(angles["final"]),
                 "eff_dim W1": format_pm(**c["eff_dim_1_final"], scale=1.0),
                 "gen gap": format_pm(**c["gen_gap_final"], scale=1.0, digits=3),
+                "ECE": format_pm(**c["ece_final"], scale=1.0, digits=3),
             }
         rows.append(row)
     return rows
@@ -120,7 +122,9 @@ def format_report_md(report: dict[str, Any]) -> str:
     lines = ["# Experiment report", ""]
     lines.append(
         f"Seeds {report['seeds']}; accuracies in % (mean ± std over the seeds that "
-        "succeeded); angles in degrees (last layer); eff_dim is layer 1's participation ratio."
+        "succeeded); angles in degrees (last layer); eff_dim is layer 1's participation ratio; "
+        "ECE is the final expected calibration error on the test split (15 equal-width "
+        "confidence bins; `reliability.png` pools each condition's bins over its seeds)."
     )
     if report.get("early_stop"):
         lines.append(
@@ -142,6 +146,10 @@ def format_report_md(report: dict[str, Any]) -> str:
             + (f": {cell['message']}" if cell["message"] else "")
             for name, cell in failed
         ]
+    matrix = report.get("rule_noise_matrix")
+    if matrix is not None:
+        lines += ["", "## Does noise pretraining help each rule?", "", MATRIX_NOTE, ""]
+        lines += _markdown_rows(matrix["table"])
     layer_table = format_layer_table(report)
     if layer_table:
         lines += ["", "## Alignment angle by layer (final)", "", *_markdown_rows(layer_table)]
@@ -153,8 +161,10 @@ def format_report_md(report: dict[str, Any]) -> str:
         ]
     paired_table = format_paired_table(report)
     if paired_table:
-        lines += ["", "## Paired comparisons over seeds", "", *_markdown_rows(paired_table)]
-        lines += ["", PAIRED_METHOD]
+        lines += ["", "## Paired comparisons over seeds", ""]
+        if report.get("rule_noise_matrix") is not None:
+            lines += [MATRIX_PAIRS_NOTE.format(pairs=len(report["paired"])), ""]
+        lines += [*_markdown_rows(paired_table), "", PAIRED_METHOD]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
 
@@ -169,6 +179,43 @@ PAIRED_METHOD = (
     "with n seeds it cannot fall below 2/2ⁿ, e.g. 0.25 for 3 seeds). One seed gives the "
     "difference without statistics."
 )
+
+
+MATRIX_NOTE = (
+    "The conditions form a rule × noise matrix (the same spec but for `model.rule` and "
+    "whether it pretrains on noise): one row per rule, its condition without noise "
+    "pretraining (*none*) and with it (*noise*), mean ± std over the seeds that succeeded "
+    "(accuracies in %, angles in degrees); Δ is *noise − none* per seed, its mean over the "
+    "seeds both completed (n) with a 95 % confidence interval (percentage points for "
+    "accuracies), and p the paired t-test's / the exact sign-flip test's two-sided p-value "
+    "(see the paired comparisons below). `rules_matrix.png` plots the final accuracies."
+)
+MATRIX_PAIRS_NOTE = (
+    "A rule × noise matrix: only the {pairs} pairs that share the rule (the effect of noise) "
+    "or the noise setting (rule against rule); pairs that differ in both are left out."
+)
+
+
+def format_matrix_table(rows: list[dict[str, Any]]) -> Table:
+    """The rule × noise table (:func:`.report_matrix.rule_noise_rows`): per rule and metric,
+    the value without and with noise, the paired difference with its CI, the p-values."""
+    table = []
+    for row in rows:
+        cells = {"rule": row["rule"]}
+        for key, label in PAIRED_METRICS.items():
+            scale, unit = _unit(key)
+            values, stats = row["metrics"][key], row["metrics"][key]["difference"]
+            cells[f"{label}: none"] = format_pm(**values["without"], scale=scale)
+            cells[f"{label}: noise"] = format_pm(**values["with"], scale=scale)
+            cells[f"{label}: Δ [95% CI] (n)"] = (
+                f"{_scaled(stats['mean_difference'], scale, '')} "
+                f"{_ci(stats['ci95'], scale, unit)} ({stats['n']})"
+            )
+            cells[f"{label}: p (t / sign-flip)"] = (
+                f"{_p(stats['p_t_test'])} / {_p(stats['p_sign_flip'])}"
+            )
+        table.append(cells)
+    return table
 
 
 def format_layer_table(report: dict[str, Any]) -> Table:
@@ -197,23 +244,31 @@ def format_paired_table(report: dict[str, Any]) -> Table:
     rows = []
     for pair in report.get("paired", []):
         for key, stats in pair["metrics"].items():
-            scale, unit = (1.0, "°") if key.startswith("angle") else (100.0, " pp")
-            ci = stats["ci95"]
+            scale, unit = _unit(key)
             rows.append(
                 {
                     "comparison": f"{pair['b']} − {pair['a']}",
                     "metric": PAIRED_METRICS[key],
                     "n": str(stats["n"]),
                     "mean difference": _scaled(stats["mean_difference"], scale, unit),
-                    "95% CI": "-"
-                    if ci is None
-                    else f"[{_scaled(ci[0], scale, '')}, {_scaled(ci[1], scale, '')}]{unit}",
+                    "95% CI": _ci(stats["ci95"], scale, unit),
                     "p (paired t)": _p(stats["p_t_test"]),
                     "p (sign-flip, exact)": _p(stats["p_sign_flip"]),
                     "note": stats["note"] or "",
                 }
             )
     return rows
+
+
+def _unit(key: str) -> tuple[float, str]:
+    """How a paired difference of ``key`` reads: angles in degrees, accuracies in pp."""
+    return (1.0, "°") if key.startswith("angle") else (100.0, " pp")
+
+
+def _ci(ci: list[float] | None, scale: float, unit: str) -> str:
+    return (
+        "-" if ci is None else f"[{_scaled(ci[0], scale, '')}, {_scaled(ci[1], scale, '')}]{unit}"
+    )
 
 
 def _scaled(value: float | None, scale: float, unit: str) -> str:

@@ -5,10 +5,14 @@ backward, whatever R is: at these sizes a step's cost is mostly per-op dispatch,
 the autograd engine and stacking runs both pay. The backward uses the formulas of
 :class:`~.rules.FeedbackLinearFunction` (``grad_x = g @ M``, ``grad_W = g^T @ x``,
 ``grad_b = sum(g)``), where each run's ``M`` comes from its rule class
-(:meth:`~.rules.RuleLinear.stacked_feedback`); batch norm's backward is the exact one, as
-autograd computes it for the single-run model. Parameters are views into one
+(:class:`~.stacked_rules.StackedFeedback`); a direct rule (DFA) sends the output error,
+not the layer's own, through it. Batch norm's backward is the exact one, as autograd
+computes it for the single-run model. Parameters are views into one
 :class:`~.flat_stack.FlatStack` in the order of ``MLP.parameters()``, so the optimizer's
-per-parameter index (and a checkpoint's ``optim.<index>.*``) means the same in both.
+per-parameter index (and a checkpoint's ``optim.<index>.*``) means the same in both. When a
+run's rule trains its feedback (KP), every layer's feedback buffer joins the FlatStack after
+the parameters (checkpoint index ``len(parameters) + layer``), receives the weight's
+gradient each step, and is frozen (learning rate 0) for the runs whose rule keeps it fixed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from .flat_stack import FlatStack
 from .model import MLP
 from .rules import RULES
+from .stacked_rules import StackedFeedback, optimizer_views
 
 # d(activation)/d(input) from the activation's output, which the forward pass keeps anyway.
 ACTIVATION_GRADS = {
@@ -34,17 +39,40 @@ class StackedMLP:
 
     Built from each run's :class:`~.model.MLP` (the runs' source of truth between phases
     and for metrics); :meth:`write_back` copies the stacked values into them.
+    ``draw_generators[r]`` is run ``r``'s generator of brSF draws (unused by other rules).
     """
 
-    def __init__(self, models: Sequence[MLP]):
+    def __init__(self, models: Sequence[MLP], draw_generators: Sequence[torch.Generator]):
         config = models[0].config
         self.runs = len(models)
-        self.depth = len(models[0].rule_layers)
+        self.depth = depth = len(models[0].rule_layers)
         self.activation = ACTIVATIONS[config.activation]
         self.activation_grad = ACTIVATION_GRADS[config.activation]
-        self.params = FlatStack.from_runs([[p.detach() for p in m.parameters()] for m in models])
+        rules = [RULES[m.config.rule].rule for m in models]
+        assert len({rule.direct for rule in rules}) == 1, "direct rules stack only together"
+        self.direct = rules[0].direct
+        self.trains_feedback = any(rule.trains_feedback for rule in rules)
+        # Each layer's rule-owned buffer (FA's fixed B, KP's B), zeros for runs without one.
+        buffers = [
+            [
+                (
+                    layer.feedback_buffer
+                    if layer.feedback_buffer is not None
+                    else torch.zeros_like(layer.weight)
+                ).detach()
+                for layer in m.rule_layers
+            ]
+            for m in models
+        ]
+        self.num_params = len(list(models[0].parameters()))
+        extra = buffers if self.trains_feedback else [[] for _ in models]
+        self.params = FlatStack.from_runs(
+            [
+                [p.detach() for p in m.parameters()] + own
+                for m, own in zip(models, extra, strict=True)
+            ]
+        )
         self.grads = self.params.like()
-        depth = self.depth
         views, grads = self.params.views, self.grads.views
         self.weights, self.biases = views[0 : 2 * depth : 2], views[1 : 2 * depth : 2]
         self.weight_grads, self.bias_grads = grads[0 : 2 * depth : 2], grads[1 : 2 * depth : 2]
@@ -62,37 +90,21 @@ class StackedMLP:
                 }
                 for j in range(depth - 1)
             ]
-        # Each layer's rule-owned matrix (FA's fixed B), zeros for runs whose rule has none.
-        self.fixed = [
-            torch.stack(
-                [
-                    (
-                        m.rule_layers[i].fixed_matrix
-                        if m.rule_layers[i].fixed_matrix is not None
-                        else torch.zeros_like(m.rule_layers[i].weight)
-                    ).detach()
-                    for m in models
-                ]
-            )
-            for i in range(depth)
-        ]
-        # Which runs learn by which rule, known on the host so no step branches on the device.
-        rules = [m.config.rule for m in models]
-        device = self.weights[0].device
-        self.rule_masks = [
-            (RULES[name], torch.tensor([r == name for r in rules], device=device).view(-1, 1, 1))
-            for name in dict.fromkeys(rules)
-        ]
-
-    def backward_matrix(self, i: int) -> torch.Tensor:
-        """(R, out, in): the matrix layer ``i`` sends each run's error back through."""
-        (rule, _), *others = self.rule_masks
-        matrix = rule.stacked_feedback(self.weights[i], self.fixed[i])
-        for rule, mask in others:
-            matrix = torch.where(
-                mask, rule.stacked_feedback(self.weights[i], self.fixed[i]), matrix
-            )
-        return matrix
+        n = self.num_params
+        if self.trains_feedback:
+            self.feedback, self.feedback_grads = views[n:], grads[n:]
+        elif any(rule.buffer_name for rule in rules):
+            self.feedback = [torch.stack([own[i] for own in buffers]) for i in range(depth)]
+        else:
+            self.feedback = [None] * depth
+        self.run_views, self.frozen_views = optimizer_views(rules, n, depth)
+        self.rules = StackedFeedback(
+            rules,
+            self.weights,
+            self.feedback,
+            draw_generators,
+            [m.config.feedback_scale for m in models],
+        )
 
     @torch.no_grad()
     def step_gradients(
@@ -129,15 +141,17 @@ class StackedMLP:
             losses = -(target * log_probs).sum(2).mean(1)  # (R,)
             grad.sub_(target)
         grad.div_(batch)
+        output_error = grad  # (R, B, C): what a direct rule sends to every layer
         for i in range(last, -1, -1):
             # (R, out, B) @ (R, B, in) -> (R, out, in)
             torch.bmm(grad.transpose(1, 2), inputs[i], out=self.weight_grads[i])
             torch.sum(grad, 1, out=self.bias_grads[i])  # (R, out)
+            if self.trains_feedback:
+                self.feedback_grads[i].copy_(self.weight_grads[i])  # KP: B's gradient is W's
             if i > 0:
-                # (R, B, out) @ (R, out, in) -> (R, B, in): the error the rule sends back
-                grad = self.activation_grad(
-                    torch.bmm(grad, self.backward_matrix(i)), outputs[i - 1]
-                )
+                source = output_error if self.direct else grad
+                # (R, B, out|C) @ (R, out|C, in) -> (R, B, in): the error the rule sends back
+                grad = self.activation_grad(torch.bmm(source, self.rules.matrix(i)), outputs[i - 1])
                 if self.batch_norm:
                     grad = self._norm_backward(i - 1, grad, *normed[i - 1])
         return logits, losses
@@ -174,9 +188,14 @@ class StackedMLP:
     @torch.no_grad()
     def write_back(self, models: Sequence[MLP]) -> None:
         """Copy run ``r``'s slice of every stacked tensor into ``models[r]``."""
+        n = self.num_params
         for r, model in enumerate(models):
-            for param, view in zip(model.parameters(), self.params.views, strict=True):
+            for param, view in zip(model.parameters(), self.params.views[:n], strict=True):
                 param.copy_(view[r])
+            if self.trains_feedback:
+                for layer, stacked in zip(model.rule_layers, self.feedback, strict=True):
+                    if layer.feedback_buffer is not None:  # else zeros stood in for it
+                        layer.feedback_buffer.copy_(stacked[r])
             if self.batch_norm:
                 for norm, buffers in zip(model.norms, self.bn_buffers, strict=True):
                     for name, stacked in buffers.items():

@@ -7,6 +7,13 @@ optimizers take one learning rate, hence this small implementation of the same u
 ``torch.optim.Adam`` / ``SGD`` (L2 weight decay, no dampening, no Nesterov, no amsgrad).
 Per-run state converts to and from torch's ``optimizer.state_dict()["state"]`` layout, so
 checkpoints stay what :mod:`.checkpoint` has always written.
+
+A Kolen-Pollack run's feedback ``B`` is one more parameter here: it is handed ``W``'s
+gradient, so "the same update" means the same gradient through the same optimizer and
+hyperparameters (lr, betas, momentum, L2 weight decay ``λ·B`` on itself), with moments of
+its own. Under SGD without momentum ``W - B`` then shrinks by ``(1 - lr·λ)`` every step; under
+Adam (or momentum) with ``λ = 0`` both take identical steps, and with ``λ > 0`` the decay
+terms differ only by ``λ·(W - B)`` inside the moments.
 """
 
 from __future__ import annotations
@@ -23,14 +30,29 @@ ADAM_EPS = 1e-8  # torch.optim.Adam's default, which every job has trained with
 
 
 class StackedOptimizer:
-    """One phase's optimizer for every run of a stack (runs differ only in ``lr``)."""
+    """One phase's optimizer for every run of a stack (runs differ only in ``lr``).
+
+    ``frozen`` lists (view, run) pairs that never move (learning rate 0: a fixed feedback
+    matrix sharing the layout of a trained one); ``run_views[r]`` is how many leading views
+    run ``r`` owns in its checkpoints (default: all).
+    """
 
     def __init__(
-        self, spec: OptimizerSpec, params: FlatStack, grads: FlatStack, lrs: Sequence[float]
+        self,
+        spec: OptimizerSpec,
+        params: FlatStack,
+        grads: FlatStack,
+        lrs: Sequence[float],
+        *,
+        frozen: Sequence[tuple[int, int]] = (),
+        run_views: Sequence[int] | None = None,
     ):
         self.spec = spec
         self.params, self.grads = params, grads
         self.lr = params.like().fill_per_run(lrs)
+        for view, run in frozen:
+            self.lr.views[view][run].zero_()
+        self.run_views = list(run_views or [len(params.views)] * params.runs)
         device = params.flat.device
         # Steps taken (float32, as torch keeps Adam's ``step``); equal for every run of a stack.
         self.step_count = torch.zeros((), dtype=torch.float32, device=device)
@@ -69,7 +91,7 @@ class StackedOptimizer:
         if not self.moments:
             return {}
         state: dict[int, dict[str, Any]] = {}
-        for k in range(len(self.params.views)):
+        for k in range(self.run_views[r]):
             entry: dict[str, Any] = {
                 name: stack.views[k][r] for name, stack in self.moments.items()
             }
@@ -98,6 +120,7 @@ class StackedOptimizer:
         taken = StackedOptimizer.__new__(StackedOptimizer)
         taken.spec, taken.params, taken.grads = self.spec, params, grads
         taken.lr = self.lr.take(keep)
+        taken.run_views = [self.run_views[r] for r in keep]
         taken.step_count = self.step_count.clone()
         taken.moments = {name: stack.take(keep) for name, stack in self.moments.items()}
         return taken

@@ -28,7 +28,8 @@ from .checkpoint import PHASE_ORDER, Checkpoint
 from .contract.errors import RunStopped, TrainingDiverged
 from .contract.spec import OptimizerSpec
 from .member import Member, Phase, derive_seed
-from .stacked_model import StackedMLP
+from .rules import RULES
+from .stacked_conv import stack_models
 from .stacked_optim import StackedOptimizer
 from .step_runner import make_step_runner
 
@@ -89,14 +90,23 @@ def _resumes_in(resume: Checkpoint | None, phase: str) -> bool:
 
 def _stack_key(member: Member, phase: str, resume: Checkpoint | None) -> tuple:
     """Runs with equal keys train ``phase`` as one stack: one network shape, one device,
-    one batch plan and optimizer (lr aside), and one starting point."""
+    one batch plan and optimizer (lr aside), one error path (a direct rule's feedback has
+    another shape), and one starting point."""
     config = member.model.config
-    shape = (config.input_shape, config.num_classes, tuple(config.hidden), config.activation)
+    shape = (
+        config.input_shape,
+        config.num_classes,
+        tuple(config.conv),
+        config.kernel_size,
+        tuple(config.hidden),
+        config.activation,
+    )
     start = None if resume is None else (resume.progress.epoch, resume.progress.step)
     return (
         member.phases[phase].stack_key(),
         shape,
         config.batch_norm,
+        RULES[config.rule].rule.direct,
         str(member.device),
         start,
     )
@@ -127,9 +137,23 @@ class PhaseStack:
         runs = len(members)
         self.loss_sum = torch.zeros(runs, dtype=torch.float64, device=self.device)
         self.correct = torch.zeros(runs, dtype=torch.int64, device=self.device)
-        self.model = StackedMLP([m.model for m in members])
+        # Each run's brSF draws: its own device generator, seeded per phase, checkpointed.
+        self.draws = [
+            torch.Generator(device=self.device).manual_seed(
+                derive_seed(m.spec.model.seed, f"{name}/feedback")
+            )
+            for m in members
+        ]
+        self.model = stack_models([m.model for m in members], self.draws)
         lrs = [phase.optimizer.lr for phase in self.phases]
-        self.optimizer = StackedOptimizer(plan.optimizer, self.model.params, self.model.grads, lrs)
+        self.optimizer = StackedOptimizer(
+            plan.optimizer,
+            self.model.params,
+            self.model.grads,
+            lrs,
+            frozen=self.model.frozen_views,
+            run_views=self.model.run_views,
+        )
         if plan.dataset is not None:
             self.source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
         else:
@@ -152,6 +176,8 @@ class PhaseStack:
                 r, checkpoint.section("optim"), checkpoint.optimizer_scalars
             )
             self.orders[r].set_state(checkpoint.tensors["rng.order"])
+            if "rng.feedback" in checkpoint.tensors:  # absent before issue 13's rules
+                self.draws[r].set_state(checkpoint.tensors["rng.feedback"])
             if self.phases[r].noise is not None:
                 self.phases[r].noise.generator.set_state(checkpoint.tensors["rng.noise"])
             self.loss_sum[r].copy_(checkpoint.tensors["extra.loss_sum"])
@@ -194,7 +220,10 @@ class PhaseStack:
     def _runner(self, size: int):
         """The step for batches of ``size`` (the last batch of an epoch may be smaller)."""
         if size not in self.runners:
-            generators = getattr(self.source, "generators", [])
+            generators = [
+                *getattr(self.source, "generators", []),
+                *self.model.rules.used_generators,
+            ]
             step = functools.partial(self._step, size)
             self.runners[size] = make_step_runner(step, self.device, generators)
         return self.runners[size]
@@ -241,6 +270,7 @@ class PhaseStack:
                     self.orders[r].get_state(),
                     self.loss_sum[r],
                     self.correct[r],
+                    draw_state=self.draws[r].get_state(),
                 )
         left = {self.ids[r]: exc for r, exc in diverged.items()}
         if diverged or converged:
@@ -262,6 +292,7 @@ class PhaseStack:
                 order_states[r],
                 self.loss_sum[r],
                 self.correct[r],
+                draw_state=self.draws[r].get_state(),
             )
             stopped[self.ids[r]] = RunStopped(
                 f"stopped in {self.name} epoch {self.epoch + 1} step {step}; checkpoint {path}"
@@ -276,12 +307,13 @@ class PhaseStack:
         keep = [r for r in range(len(self.ids)) if r not in runs]
         self.ids = [self.ids[r] for r in keep]
         self.orders = [self.orders[r] for r in keep]
+        self.draws = [self.draws[r] for r in keep]
         self.runners = {}
         if not self.ids:
             return
         index = torch.tensor(keep, device=self.device)
         self.loss_sum = self.loss_sum.index_select(0, index)
         self.correct = self.correct.index_select(0, index)
-        self.model = StackedMLP([self.members[i].model for i in self.ids])
+        self.model = stack_models([self.members[i].model for i in self.ids], self.draws)
         self.optimizer = self.optimizer.take(keep, self.model.params, self.model.grads)
         self.source = self.source.take(keep)

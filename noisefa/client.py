@@ -223,6 +223,21 @@ class Client:
             files = {"file": (source.name, handle, "application/octet-stream")}
             return self._request("POST", "/v1/datasets", files=files, headers=headers).json()
 
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """The project's uploaded checkpoints, newest first."""
+        return self._request("GET", "/v1/checkpoints").json()["items"]
+
+    def upload_checkpoint(self, path: str | Path, idempotency_key: str | None = None) -> dict:
+        """Upload a ``.safetensors`` checkpoint; returns its record, whose ``name``
+        (``checkpoint:<id>``) a train or evaluate job sets as ``init_from``."""
+        source = Path(path)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        with source.open("rb") as handle:
+            files = {"file": (source.name, handle, "application/octet-stream")}
+            return self._request("POST", "/v1/checkpoints", files=files, headers=headers).json()
+
     # -- plumbing ---------------------------------------------------------------------------
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:

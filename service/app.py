@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 
 from noisefa import __version__
 
-from .api import datasets, health, jobs, presets, ui
+from .api import checkpoints, datasets, health, jobs, presets, ui
 from .api import webhooks as webhooks_api
 from .api.responses import document_problem_schema
 from .broker import make_celery
@@ -36,7 +36,8 @@ from .storage import storage_from_settings
 from .webhooks import WebhookDispatcher
 
 # Multipart framing around an uploaded file (boundaries, part headers): allowed on top of
-# ``max_upload_bytes`` by the body limit; the upload route then counts the file itself.
+# ``max_upload_bytes`` (``max_checkpoint_bytes``) by the body limit; the upload route then
+# counts the file itself.
 UPLOAD_FRAMING_BYTES = 64 * 1024
 
 DESCRIPTION = """\
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(datasets.router)
+    app.include_router(checkpoints.router)
     app.include_router(presets.router)
     app.include_router(webhooks_api.router)
     app.include_router(ui.router)
@@ -118,7 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             datasets.router.prefix: (
                 settings.max_upload_bytes + UPLOAD_FRAMING_BYTES,
                 "max_upload_bytes",
-            )
+            ),
+            checkpoints.router.prefix: (
+                settings.max_checkpoint_bytes + UPLOAD_FRAMING_BYTES,
+                "max_checkpoint_bytes",
+            ),
         },
     )
     app.add_middleware(LatencyMiddleware, observability=app.state.observability)

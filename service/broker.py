@@ -2,7 +2,8 @@
 
 The service never imports the worker: it sends ``noisefa.run_job`` by name. The embedded
 mode uses kombu's filesystem transport under ``NOISEFA_HOME`` (a broker with no server);
-production uses Redis. Either way the broker only carries "run job X" and no result
+production uses Redis. Either way the broker only carries "run job X" (or "run pack
+[X, Y, ...]", several experiment runs trained as one stack: :mod:`.packs`) and no result
 backend is used: job state lives in the database.
 """
 
@@ -19,6 +20,8 @@ from noisefa.engine.contract.experiment_spec import ExperimentSpec
 from .settings import Settings
 
 RUN_JOB_TASK = "noisefa.run_job"
+# "Run these jobs together": one worker task trains them as one stack (see .packs).
+RUN_PACK_TASK = "noisefa.run_pack"
 # "Aggregate experiment X": sent when an experiment's last child ends (and by the reaper if
 # that message was lost); the worker checks in the database that it is due.
 FINISH_EXPERIMENT_TASK = "noisefa.finish_experiment"
@@ -82,6 +85,13 @@ def enqueue_job(app: Celery, job_id: str, queue: str) -> None:
     """Put "run job X" on ``queue``; the worker reads everything else from the database."""
     assert queue in QUEUES, f"queue must be one of {QUEUES}, got {queue!r}"
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+
+
+def enqueue_pack(app: Celery, job_ids: list[str], queue: str) -> None:
+    """Put "run pack [X, Y, ...]" on ``queue``: one worker runs every job of it that is
+    still queued, as one stack."""
+    assert queue in QUEUES, f"queue must be one of {QUEUES}, got {queue!r}"
+    app.send_task(RUN_PACK_TASK, args=[job_ids], queue=queue)
 
 
 def enqueue_finish_experiment(app: Celery, job_id: str, queue: str) -> None:

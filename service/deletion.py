@@ -3,7 +3,8 @@
 The rules, each answered with a problem that names it:
 
 - an upload read by an unfinished job cannot go (409 with the count): the job would fail
-  when its worker fetches it;
+  when its worker fetches it; the same for an uploaded checkpoint an unfinished job names in
+  ``init_from``;
 - only a terminal job can be deleted (409 otherwise): a running one still writes;
 - an experiment goes with all its runs; one run of an experiment cannot be deleted on its
   own (409 naming the experiment), since the experiment's report is built from every run;
@@ -20,8 +21,9 @@ from sqlalchemy.orm import Session
 
 from noisefa.engine.contract.states import TERMINAL_STATES
 
-from .models import Dataset, Job
+from .models import CheckpointUpload, Dataset, Job
 from .problems import ProblemError
+from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
 from .repositories import job_deletion
 from .storage import Storage
@@ -39,6 +41,20 @@ def delete_upload(session: Session, storage: Storage, dataset: Dataset) -> None:
             slug="dataset-in-use",
         )
     dataset_repo.delete_upload(session, storage, dataset)
+
+
+def delete_checkpoint(session: Session, storage: Storage, row: CheckpointUpload) -> None:
+    """Delete an uploaded checkpoint of the caller (409 while an unfinished job starts from
+    it or evaluates it)."""
+    users = job_deletion.unfinished_jobs_naming(session, row.project_id, {row.name})
+    if users:
+        raise ProblemError(
+            409,
+            f"checkpoint {row.id!r} is the init_from of {users} unfinished job(s); cancel them "
+            "or wait for them to finish",
+            slug="checkpoint-in-use",
+        )
+    checkpoint_repo.delete_upload(session, storage, row)
 
 
 def delete_job(session: Session, storage: Storage, job: Job) -> None:

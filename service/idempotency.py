@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` on the POSTs that create something (jobs, dataset uploads).
+"""``Idempotency-Key`` on the POSTs that create something (jobs, dataset and checkpoint
+uploads).
 
 One key, one resource, whatever the timing. A key is *held* for the whole of its first
 request, so a duplicate sent meanwhile is answered 409 (retry to get the answer) rather
@@ -27,8 +28,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .models import Dataset, DatasetIdempotencyKey, IdempotencyKey, Job
+from .models import (
+    CheckpointIdempotencyKey,
+    CheckpointUpload,
+    Dataset,
+    DatasetIdempotencyKey,
+    IdempotencyKey,
+    Job,
+)
 from .problems import FieldError, ProblemError
+from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
 from .repositories import jobs as job_repo
 
@@ -192,3 +201,13 @@ UPLOAD_KEYS: KeyTable[DatasetIdempotencyKey, Dataset] = KeyTable(
     body="file",
 )
 """Keys of ``POST /v1/datasets``."""
+
+CHECKPOINT_KEYS: KeyTable[CheckpointIdempotencyKey, CheckpointUpload] = KeyTable(
+    scope="checkpoints",
+    find=checkpoint_repo.find_idempotent,
+    resource=lambda session, project_id, record: checkpoint_repo.get_upload(
+        session, project_id, record.checkpoint_id
+    ),
+    body="file",
+)
+"""Keys of ``POST /v1/checkpoints``."""

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from noisefa.engine.contract.checkpoint_format import checkpoint_ref
 from noisefa.engine.contract.states import JobState
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -200,6 +201,52 @@ class DatasetIdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckpointUpload(Base):
+    """An uploaded safetensors checkpoint of a project, usable as ``init_from:
+    "checkpoint:<id>"`` by train and evaluate jobs.
+
+    The model config and training set are read once at upload (after validation), so
+    listing and submitting never open the file; ``sha256`` is checked when a worker reads it.
+    """
+
+    __tablename__ = "checkpoint_uploads"
+    __table_args__ = (
+        Index("ix_checkpoint_uploads_project_created", "project_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    model_config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The built-in dataset it trained on (its metadata's train.dataset); null for any other.
+    trained_on: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def name(self) -> str:
+        """What a job writes in ``init_from``: ``checkpoint:<id>``."""
+        return checkpoint_ref(self.id)
+
+
+class CheckpointIdempotencyKey(Base):
+    """``Idempotency-Key`` of a checkpoint upload: the same key and file answer the first."""
+
+    __tablename__ = "checkpoint_idempotency_keys"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("checkpoint_uploads.id", ondelete="CASCADE")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -4,7 +4,8 @@ Each sweep, under one database-wide lock so replicas take turns:
 
 1. jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died) are
    re-queued to resume from their last checkpoint as a new attempt, or failed
-   ``worker_lost`` once ``max_attempts`` are spent (:func:`reap_stale`);
+   ``worker_lost`` once ``max_attempts`` are spent (:func:`reap_stale`); an experiment's runs
+   re-queued together are sent as packs (:mod:`.packs`), so a killed pack comes back as one;
 2. jobs queued for longer than ``requeue_after_s`` are sent to the broker again, since their
    message may be gone (the API commits before it enqueues; Redis may restart empty) — only
    on queues where the broker holds fewer messages than there are queued jobs, so a long
@@ -34,7 +35,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.states import JobState
 
-from .broker import enqueue_finish_experiment, enqueue_job, waiting_messages
+from .broker import enqueue_finish_experiment, waiting_messages
+from .packs import plan_packs, send_packs
 from .periodic import PeriodicLoop
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
@@ -118,12 +120,14 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
             done.aggregations = [job_id for job_id, _ in stalled]
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
-    for job_id, queue in to_send:
+        # An experiment's runs go back as packs: a dead pack's members resume as one stack.
+        packs = plan_packs(session, settings, [job_id for job_id, _ in to_send])
+    for pack in packs:
         try:
-            enqueue_job(celery, job_id, queue)
+            send_packs(celery, [pack])
         except Exception:
             # Still queued in the database: the next sweep past requeue_after_s sends it.
-            log.warning("reaper: could not enqueue job %s; will retry", job_id, exc_info=True)
+            log.warning("reaper: could not enqueue %s; will retry", pack.job_ids, exc_info=True)
     for job_id, queue in stalled:
         try:
             enqueue_finish_experiment(celery, job_id, queue)

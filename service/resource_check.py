@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from noisefa.engine.contract.bodies import JobBody
 from noisefa.engine.contract.catalogue import UPLOAD_PREFIX, known_datasets
+from noisefa.engine.contract.checkpoint_format import checkpoint_upload_id
 from noisefa.engine.contract.estimates import (
     DatasetSize,
     Estimate,
@@ -31,10 +32,11 @@ from noisefa.engine.contract.estimates import (
 from noisefa.engine.contract.evaluate_spec import EvaluateSpec
 from noisefa.engine.contract.experiment_spec import ExperimentSpec, expand_experiment
 from noisefa.engine.contract.references import referenced_datasets
-from noisefa.engine.contract.spec import JobSpec, parse_spec
+from noisefa.engine.contract.spec import JobSpec, ModelSpec, parse_spec
 
 from .models import Project
 from .problems import FieldError, ProblemError
+from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
 from .repositories import jobs as job_repo
 from .settings import Settings
@@ -143,16 +145,30 @@ def _job_estimate(
     session: Session, project_id: str, spec: JobSpec, prefix: str
 ) -> Iterator[tuple[str, Estimate]]:
     names = [name for _, name in referenced_datasets(spec)]
-    sizes = _dataset_sizes(session, project_id, [spec.shape_dataset, *names])
+    sizes = dataset_sizes(session, project_id, [spec.shape_dataset, *names])
     if sizes is not None:
-        yield prefix, estimate_job(spec, sizes)
+        try:
+            estimate = estimate_job(spec, sizes)
+        except ValueError as exc:  # conv blocks an upload's input shape cannot take
+            field, _, message = str(exc).partition(": ")
+            raise ProblemError(
+                422,
+                f"{prefix}{exc}",
+                slug="validation",
+                title="Invalid request",
+                errors=[FieldError(field=prefix + field, message=message)],
+            ) from exc
+        yield prefix, estimate
 
 
 def _evaluation_estimate(
     session: Session, project_id: str, spec: EvaluateSpec, settings: Settings
 ) -> Estimate | None:
     """The estimate of an evaluate job, from its source job's model (already checked to be a
-    succeeded job of the project); None when a size is unknown."""
+    succeeded job of the project) or uploaded checkpoint; None when a size is unknown."""
+    upload_id = checkpoint_upload_id(spec.init_from)
+    if upload_id is not None:
+        return _uploaded_checkpoint_estimate(session, project_id, spec, upload_id)
     source = job_repo.get_job(session, project_id, spec.init_from)
     if source is None:
         return None
@@ -161,14 +177,30 @@ def _evaluation_estimate(
     except ValidationError:  # stored under other limits; the worker decides
         return None
     names = spec.datasets or ([trained.train.dataset] if trained.train is not None else [])
-    sizes = _dataset_sizes(session, project_id, [trained.shape_dataset, *names])
+    sizes = dataset_sizes(session, project_id, [trained.shape_dataset, *names])
     if sizes is None or not names:
         return None
     evaluated = {name: sizes[name] for name in names}
     return estimate_evaluation(spec, trained.model, sizes[trained.shape_dataset], evaluated)
 
 
-def _dataset_sizes(
+def _uploaded_checkpoint_estimate(
+    session: Session, project_id: str, spec: EvaluateSpec, upload_id: str
+) -> Estimate | None:
+    """The estimate of evaluating an uploaded checkpoint, from the model config stored with
+    it at upload (already checked to be the project's)."""
+    row = checkpoint_repo.get_upload(session, project_id, upload_id)
+    names = spec.datasets or ([row.trained_on] if row is not None and row.trained_on else [])
+    sizes = dataset_sizes(session, project_id, names) if names else None
+    if row is None or sizes is None:
+        return None
+    config = row.model_config
+    model = ModelSpec.model_validate({k: config[k] for k in ModelSpec.model_fields if k in config})
+    shape = DatasetSize(tuple(config["input_shape"]), config["num_classes"], 0, 0)
+    return estimate_evaluation(spec, model, shape, sizes)
+
+
+def dataset_sizes(
     session: Session, project_id: str, names: list[str]
 ) -> dict[str, DatasetSize] | None:
     """Sizes of built-ins (catalogue) and the project's uploads (their rows); None when one

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from noisefa.engine.contract.states import FailureReason, JobKind, JobState
 
 from .guards import without_surrogates
-from .models import Artifact, Dataset, Job, JobMetric
+from .models import Artifact, CheckpointUpload, Dataset, Job, JobMetric
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -201,6 +201,48 @@ class UploadOut(BaseModel):
             size=row.size,
             created_at=as_utc(row.created_at),
         )
+
+
+class CheckpointOut(BaseModel):
+    """An uploaded safetensors checkpoint of the project."""
+
+    id: str
+    name: str = Field(
+        description="What a train or evaluate job sets `init_from` to: `checkpoint:<id>`."
+    )
+    filename: str = Field(description="The uploaded file's name.")
+    size: int = Field(description="Bytes of the stored file.")
+    sha256: str = Field(description="SHA-256 of the stored file (checked when a worker reads it).")
+    model: dict[str, Any] = Field(
+        description="The network the checkpoint holds (its metadata's `model_config`): "
+        "`input_shape`, `num_classes`, `hidden`, `conv`, `kernel_size`, `rule`, `activation`, "
+        "`batch_norm`, seeds. A job starting from it needs a model of this shape.",
+    )
+    trained_on: str | None = Field(
+        description="The built-in dataset it trained on (an evaluate job's default dataset "
+        "and in-distribution reference); null when it trained on another or none."
+    )
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: CheckpointUpload) -> CheckpointOut:
+        """The API view of a checkpoint upload row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            filename=row.filename,
+            size=row.size,
+            sha256=row.sha256,
+            model=dict(row.model_config),
+            trained_on=row.trained_on,
+            created_at=as_utc(row.created_at),
+        )
+
+
+class CheckpointList(BaseModel):
+    """The project's uploaded checkpoints, newest first."""
+
+    items: list[CheckpointOut]
 
 
 class DatasetList(BaseModel):

@@ -144,10 +144,23 @@ class Settings(BaseSettings, Limits):
         description="Largest unpacked/packed size ratio of one upload member over 1 MiB "
         "(real data packs a few times; a block of zeros ~1000×). Over it: 413.",
     )
+    max_checkpoint_bytes: int = Field(
+        500_000_000,
+        ge=1024,
+        description="Largest checkpoint upload (POST /v1/checkpoints), counted while it "
+        "arrives, before it is parsed. Over it: 413.",
+    )
+    max_checkpoint_header_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Largest safetensors header (tensor table and metadata JSON, which holds "
+        "the metric history) of an uploaded checkpoint, checked before it is read. Over it: 413.",
+    )
     max_project_bytes: int = Field(
         10_000_000_000,
         ge=0,
-        description="Stored bytes of one project, uploads and job artifacts together: an "
+        description="Stored bytes of one project, uploads (datasets and checkpoints) and job "
+        "artifacts together: an "
         "upload that would pass it answers 413, a job submitted while the project is over "
         "it 429. Deleting datasets or jobs frees room.",
     )
@@ -203,6 +216,22 @@ class Settings(BaseSettings, Limits):
         description="CPU threads each job of a worker trains with; default: the machine's "
         "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
         "the node.",
+    )
+    pack_max_runs: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Most runs of an experiment one worker task trains together as one stack "
+        "(a pack: runs of one network shape, dataset, batch plan and device). Default: as many "
+        "as the memory estimate fits into `pack_memory_bytes`, at most 16. `1`: every run is "
+        "a task of its own. Packs are also cut so that each live worker gets one.",
+    )
+    pack_memory_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="Estimated device memory the runs of one pack may take together (bytes; "
+        "default 8 GiB), which sets the pack size when `pack_max_runs` is unset; the dataset "
+        "counts once, the rest of each run's estimate once per run.",
     )
     mlflow_tracking_uri: str | None = Field(
         None,

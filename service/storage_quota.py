@@ -1,4 +1,5 @@
-"""The per-project storage quota: uploads and job artifacts together, ``max_project_bytes``.
+"""The per-project storage quota: uploads (datasets, checkpoints) and job artifacts
+together, ``max_project_bytes``.
 
 An upload that would take the project past the quota is refused (413, with the figures); a
 job submitted while the project is already past it is refused (429): its artifacts would
@@ -12,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import Artifact, Dataset, Job
+from .models import Artifact, CheckpointUpload, Dataset, Job
 from .problems import FieldError, ProblemError
 from .settings import Settings
 
@@ -20,9 +21,13 @@ FIELD = "max_project_bytes"
 
 
 def stored_bytes(session: Session, project_id: str) -> int:
-    """Bytes the project holds in object storage: its uploads and its jobs' artifacts."""
-    uploads = session.scalar(
-        select(func.coalesce(func.sum(Dataset.size), 0)).where(Dataset.project_id == project_id)
+    """Bytes the project holds in object storage: its uploads (datasets and checkpoints)
+    and its jobs' artifacts."""
+    uploads = sum(
+        session.scalar(
+            select(func.coalesce(func.sum(table.size), 0)).where(table.project_id == project_id)
+        )
+        for table in (Dataset, CheckpointUpload)
     )
     artifacts = session.scalar(
         select(func.coalesce(func.sum(Artifact.size), 0))
@@ -40,7 +45,7 @@ def check_room_for_upload(
     if used + upload_bytes > settings.max_project_bytes:
         message = (
             f"this project stores {used} bytes; {upload_bytes} more would pass the limit of "
-            f"{settings.max_project_bytes}; delete datasets or jobs to free room"
+            f"{settings.max_project_bytes}; delete datasets, checkpoints or jobs to free room"
         )
         raise _over_quota(413, message)
 

@@ -19,6 +19,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from noisefa.engine.contract.bodies import JobBody
+from noisefa.engine.contract.checkpoint_format import checkpoint_upload_id
 from noisefa.engine.contract.references import referenced_datasets
 from noisefa.engine.contract.states import JobState
 
@@ -28,6 +29,7 @@ from .dataset_access import refused_datasets
 from .idempotency import JOB_KEYS, InFlightKeys
 from .models import Job, Project
 from .problems import FieldError, ProblemError
+from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
 from .repositories import jobs as job_repo
 from .resource_check import check_resources
@@ -94,9 +96,21 @@ def check_quota(session: Session, project: Project, settings: Settings) -> None:
 
 
 def check_init_from(session: Session, project: Project, spec: JobBody) -> None:
-    """``init_from`` (of a train or evaluate job) must name a succeeded job of the project."""
+    """``init_from`` (of a train or evaluate job) must name a succeeded job or an uploaded
+    checkpoint (``checkpoint:<id>``) of the project; another project's answers as missing."""
     init_from = getattr(spec, "init_from", None)
     if init_from is None:
+        return
+    upload_id = checkpoint_upload_id(init_from)
+    if upload_id is not None:
+        if checkpoint_repo.get_upload(session, project.id, upload_id) is None:
+            message = f"checkpoint {init_from!r} not found in this project"
+            raise ProblemError(
+                404,
+                f"init_from: {message}",
+                slug="init-from-not-found",
+                errors=[FieldError(field="init_from", message=message)],
+            )
         return
     source = job_repo.get_job(session, project.id, init_from)
     if source is None:

@@ -18,7 +18,7 @@ from noisefa.engine.checkpoint import final_checkpoint_names, names_to_prune
 from noisefa.engine.contract.errors import CorruptCheckpointError
 from noisefa.engine.contract.spec import JobSpec
 from noisefa.service.checksums import CorruptObjectError, file_digest, get_verified_file
-from noisefa.service.models import Artifact
+from noisefa.service.models import Artifact, CheckpointUpload
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories.artifacts import recorded_digest
 from noisefa.service.storage import Storage
@@ -57,8 +57,10 @@ def upload_artifact(
         )
 
 
-def download_checkpoint(storage: Storage, artifact: Artifact, path: Path) -> None:
-    """Download a checkpoint artifact to ``path`` only if it is intact.
+def download_checkpoint(
+    storage: Storage, artifact: Artifact | CheckpointUpload, path: Path
+) -> None:
+    """Download a checkpoint artifact (or uploaded checkpoint) to ``path`` only if intact.
 
     :class:`CorruptCheckpointError` naming the artifact (never a path or key) when the object
     is damaged or gone.

@@ -2,126 +2,37 @@
 
 Two halves, so the training thread never waits on the database every step:
 
-- :class:`JobMonitor` is a small background thread: it heartbeats every
-  ``heartbeat_interval_s`` (even through a long epoch), writes the latest progress at most
-  twice a second (a progress write is also a heartbeat), and polls for cancel every
-  ``cancel_poll_s``. Any refused write means the lease is lost.
+- :class:`~.monitor.JobMonitor`, ticked by a background thread (:mod:`.monitor`):
+  heartbeats, throttled progress writes and cancel polls. Any refused write means the lease
+  is lost.
 - :class:`JobCallbacks` are the engine's hooks: ``on_progress`` only stores a tuple;
   per-epoch metrics and checkpoint uploads are written at once (they are rare and must not
   be lost); ``should_stop`` reads two flags and the clock (the time limit, :mod:`.time_limit`).
+  A run that was told to stop leaves the stack right after its stop checkpoint, so
+  ``on_stopped`` (set by the pack, :mod:`.pack_execution`) ends its job then, while the other
+  runs of its pack go on.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.service.repositories import execution as repo
-from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
 
 from .artifacts import CheckpointRetention, prune_stored_checkpoints, upload_artifact
 from .db_retry import retry_db_write
+from .monitor import JobMonitor
 from .time_limit import TimeLimit
 from .trackers.job_trackers import JobTrackers
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL_S = 0.5
-
-
-class JobMonitor:
-    """Heartbeats, throttled progress writes and cancel polls, on a daemon thread."""
-
-    def __init__(
-        self, attempt: repo.Attempt, sessions: sessionmaker[Session], settings: Settings
-    ) -> None:
-        self.attempt = attempt
-        self.sessions = sessions
-        self.heartbeat_interval_s = settings.heartbeat_interval_s
-        self.db_retry_s = settings.heartbeat_timeout_s
-        self.cancel_poll_s = settings.cancel_poll_s
-        self.cancel_seen = threading.Event()
-        self._lease_lost = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._progress: dict[str, Any] | None = None
-        self._progress_written: dict[str, Any] | None = None
-        self._thread = threading.Thread(
-            target=self._loop, name=f"job-monitor-{attempt.job_id[:8]}", daemon=True
-        )
-
-    @property
-    def lease_lost(self) -> bool:
-        """True once any write of this attempt was refused: it must stop writing."""
-        return self._lease_lost.is_set()
-
-    def lose_lease(self) -> None:
-        """Mark the lease lost (a refused write anywhere in the attempt)."""
-        if not self._lease_lost.is_set():
-            log.warning("job %s: attempt %d lost its lease", *_ids(self.attempt))
-        self._lease_lost.set()
-
-    def set_progress(self, progress: dict[str, Any]) -> None:
-        """Store the latest progress; the thread writes it within ``PROGRESS_INTERVAL_S``."""
-        with self._lock:
-            self._progress = progress
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread, then write the last progress (the job's final position)."""
-        self._stop.set()
-        self._thread.join(timeout=30)
-        if not self.lease_lost:
-            try:
-                self._write_progress()
-            except Exception:
-                log.exception("job %s: last progress write failed", self.attempt.job_id)
-
-    def _loop(self) -> None:
-        tick = min(PROGRESS_INTERVAL_S, self.heartbeat_interval_s, self.cancel_poll_s)
-        last_beat = last_poll = time.monotonic()
-        while not self._stop.wait(tick) and not self.lease_lost:
-            now = time.monotonic()
-            try:
-                if self._write_progress():
-                    last_beat = now
-                elif now - last_beat >= self.heartbeat_interval_s:
-                    self._write(repo.heartbeat)
-                    last_beat = now
-                if now - last_poll >= self.cancel_poll_s:
-                    with self.sessions() as session:
-                        if repo.cancel_requested(session, self.attempt.job_id):
-                            self.cancel_seen.set()
-                    last_poll = now
-            except Exception:
-                # A database blip must not kill the run; a long outage makes the heartbeat
-                # stale, and the reaper decides.
-                log.exception("job %s: monitor write failed; retrying", self.attempt.job_id)
-
-    def _write_progress(self) -> bool:
-        """Write the progress if it changed since the last write; True when written."""
-        with self._lock:
-            progress = self._progress
-        if progress is None or progress is self._progress_written:
-            return False
-        self._write(repo.report_progress, progress)
-        self._progress_written = progress
-        return True
-
-    def _write(self, write: Any, *args: Any) -> None:
-        with self.sessions() as session:
-            if not write(session, self.attempt, *args):
-                self.lose_lease()
 
 
 class JobCallbacks(RunCallbacks):
@@ -146,6 +57,10 @@ class JobCallbacks(RunCallbacks):
         self.time_limit: TimeLimit | None = None
         # Set once the spec is parsed; None (evaluate jobs, tests) mirrors nothing.
         self.trackers: JobTrackers | None = None
+        # Called once the run, told to stop, has uploaded its stop checkpoint: the engine
+        # takes it off the stack then (RunCallbacks.should_stop), so its job may end now.
+        self.on_stopped: Callable[[], None] | None = None
+        self.stopping = False
         self._epochs = 0
         self._phase_clock: tuple[float, int] | None = None  # (time, global step) at start
 
@@ -211,12 +126,15 @@ class JobCallbacks(RunCallbacks):
             )
         if not uploaded:
             self.monitor.lose_lease()
+        elif self.stopping and self.on_stopped is not None:
+            self.on_stopped()
 
     def should_stop(self) -> bool:
         """Stop on cancel, when another attempt owns the job now, or past the time limit."""
-        if self.monitor.cancel_seen.is_set() or self.monitor.lease_lost:
-            return True
-        return self.time_limit is not None and self.time_limit.expired
+        stop = self.monitor.cancel_seen.is_set() or self.monitor.lease_lost
+        stop = stop or (self.time_limit is not None and self.time_limit.expired)
+        self.stopping = self.stopping or stop
+        return stop
 
     def expired_time_limit(self) -> TimeLimit | None:
         """The limit a stopped run ran past; None when it stopped for a cancel (which wins:
@@ -224,7 +142,3 @@ class JobCallbacks(RunCallbacks):
         if self.monitor.cancel_seen.is_set() or self.monitor.lease_lost:
             return None
         return self.time_limit if self.time_limit is not None and self.time_limit.expired else None
-
-
-def _ids(attempt: repo.Attempt) -> tuple[str, int]:
-    return attempt.job_id, attempt.attempt

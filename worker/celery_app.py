@@ -18,7 +18,7 @@ from typing import Any
 
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
-from noisefa.service.broker import RUN_JOB_TASK, make_celery
+from noisefa.service.broker import RUN_JOB_TASK, RUN_PACK_TASK, make_celery
 from noisefa.service.settings import get_settings
 
 from .registry import WorkerRegistration
@@ -30,7 +30,7 @@ app.conf.update(
     include=["noisefa.worker.tasks"],
     # The API picks the queue per job (gpu when the spec asks for CUDA); this is the
     # default for senders that name none.
-    task_routes={RUN_JOB_TASK: {"queue": "cpu"}},
+    task_routes={RUN_JOB_TASK: {"queue": "cpu"}, RUN_PACK_TASK: {"queue": "cpu"}},
     # Progress, metrics and state go to the database; Celery events would only add traffic.
     worker_send_task_events=False,
     # kombu's filesystem transport delivers broadcasts as files nobody deletes when a

@@ -1,8 +1,10 @@
 """Experiment jobs on the worker: fan out the runs, then aggregate them once all have ended.
 
 1. ``noisefa.run_job`` on the experiment (:func:`fan_out_experiment`): expand conditions ×
-   seeds into child jobs in one transaction, send "run job X" for each, and return. The
-   experiment stays ``running`` without holding a worker slot.
+   seeds into child jobs in one transaction, group them into packs (runs that train as one
+   stack on one worker, :mod:`noisefa.service.packs`), send "run pack [X, Y, ...]" for each
+   (or "run job X" for a pack of one), and return. The experiment stays ``running`` without
+   holding a worker slot.
 2. Every ``noisefa.run_job`` task then asks, once its job has ended, whether that was the
    last live run of an experiment (:func:`aggregate_if_due`) and if so sends
    ``noisefa.finish_experiment``; the reaper sends it too when such a message was lost.
@@ -22,6 +24,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,10 +32,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.experiment_spec import ExperimentSpec, expand_experiment
 from noisefa.engine.contract.states import FailureReason, JobState
-from noisefa.engine.report import PLOTS, REPORT_JSON, REPORT_MD, aggregate_experiment
-from noisefa.service.broker import enqueue_finish_experiment, enqueue_job, make_celery, queue_for
+from noisefa.engine.report import REPORT_JSON, REPORT_MD, aggregate_experiment
+from noisefa.service.broker import enqueue_finish_experiment, make_celery, queue_for
 from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Job
+from noisefa.service.packs import Pack, plan_packs, send_packs
 from noisefa.service.repositories import execution as repo
 from noisefa.service.repositories import experiments as experiment_repo
 from noisefa.service.settings import Settings
@@ -43,7 +47,11 @@ from .trackers.job_trackers import drain_mlflow, mlflow_mirror, start_mlflow_run
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = (REPORT_JSON, REPORT_MD, *PLOTS.values())
+
+def report_files(out_dir: Path) -> list[str]:
+    """The aggregation's files to upload: the report and the plots it lists."""
+    report = json.loads((out_dir / REPORT_JSON).read_text())
+    return [REPORT_JSON, REPORT_MD, *report["plots"]]
 
 
 def fan_out_experiment(
@@ -74,11 +82,17 @@ def fan_out_experiment(
                 return JobState.CANCELLED
         log.warning("experiment %s: lost its lease during fan-out", attempt.job_id)
         return None
-    log.info("experiment %s: %d runs to send", attempt.job_id, len(queued))
     # The parent run, made while the children are sent (each finds it by its tag, or
     # creates it when it starts first).
     mirror = start_mlflow_run(settings, sessions, attempt.job_id, attempt.project_id, attempt.spec)
-    _send(settings, lambda celery: [enqueue_job(celery, *run) for run in queued])
+    try:
+        with sessions() as session:
+            packs = plan_packs(session, settings, [job_id for job_id, _ in queued])
+    except Exception:  # a database blip: send the runs one by one rather than not at all
+        log.warning("experiment %s: could not plan packs", attempt.job_id, exc_info=True)
+        packs = [Pack((job_id,), queue) for job_id, queue in queued]
+    log.info("experiment %s: %d runs in %d packs", attempt.job_id, len(queued), len(packs))
+    _send(settings, lambda celery: send_packs(celery, packs))
     if not queued:  # a retried fan-out whose runs have all ended already
         _send(settings, lambda c: enqueue_finish_experiment(c, attempt.job_id, queue_for(spec)))
     if mirror is not None:
@@ -165,16 +179,18 @@ def _aggregate(
     shutil.rmtree(out_dir, ignore_errors=True)
     try:
         aggregate_experiment(spec, children, out_dir)
+        files = report_files(out_dir)
         storage = storage_from_settings(settings)
-        for name in REPORT_FILES:
+        for name in files:
             if not upload_artifact(attempt, sessions, storage, out_dir / name, name):
                 raise LostLease(f"experiment {attempt.job_id}: another aggregation took over")
         mirror = mlflow_mirror(settings)
         if mirror is not None:
             succeeded = any(run.state == JobState.SUCCEEDED for run in runs)
             ended = JobState.SUCCEEDED if succeeded else JobState.FAILED
-            files = [(out_dir / name, name) for name in REPORT_FILES]
-            mirror.end_run(attempt.job_id, attempt.project_id, ended, files)
+            mirror.end_run(
+                attempt.job_id, attempt.project_id, ended, [(out_dir / n, n) for n in files]
+            )
             drain_mlflow(mirror, attempt.job_id)
         result = json.loads((out_dir / REPORT_JSON).read_text())
     finally:
@@ -187,7 +203,7 @@ def _aggregate(
         condition: [run.id for seed in spec.seeds if (run := cells.get((condition, seed)))]
         for condition in spec.conditions
     }
-    result["artifacts"] = list(REPORT_FILES)
+    result["artifacts"] = files
     if any(run.state == JobState.SUCCEEDED for run in runs):
         return {"state": JobState.SUCCEEDED, "result": result}
     first = next((run for run in runs if run.error_reason), None)

@@ -5,8 +5,10 @@ Pure arithmetic, no torch: the API refuses at submit a job over ``max_job_memory
 count the engine's dominant terms (float32 tensors, int64 labels), not every byte; each term
 names the spec field that drives it, so a refusal can say what to shrink.
 
-With ``P`` parameters (weights, biases, batch-norm affine), ``F`` feedback entries (FA: one
-per weight), ``M = Σ in·out`` multiply-adds of one sample's forward pass, and per sample
+With ``P`` parameters (weights, biases, batch-norm affine), ``F`` feedback entries (by
+``model.rule``: fa, frsf and kp one per weight entry; dfa classes × each layer's input, its
+buffers being (classes, input) rather than (out, in); bp, usf and brsf none), ``M = Σ in·out``
+multiply-adds of one sample's forward pass, and per sample
 ``A = input + 2·Σ hidden (3· with batch norm) + 2·widest + 2·classes`` floats a training
 sample holds at the backward's peak (each layer's output and activation, the gradient
 buffers of the widest layer, the logits and their softmax; within ~10% of the peak
@@ -17,7 +19,9 @@ resident memory measured on CPU for wide and deep MLPs):
     (train + test samples × (4·input + 8)) + the fixed readout noise (4·readout_size·input)
     + each phase's meta-loss tasks (their splits, and copies fitted to the model's input);
   - working set = 4·P gradients + the optimizer's state (Adam 8·P, SGD with momentum 4·P,
-    plain SGD 0) + the largest of: one training batch (4·batch·A), the signal-angle probe
+    plain SGD 0) + for kp, whose feedback trains like a weight, the same gradient and state
+    for its F entries + for brsf, its per-batch draws (4 bytes per weight entry) + the
+    largest of: one training batch (4·batch·A), the signal-angle probe
     (4·probe_size·A), one evaluation batch (4·eval_batch·3·widest layer), a meta-loss
     adaptation (a copy of the model with its gradients and optimizer state, plus its
     batch), the singular values of the largest weight (float64, 3 copies).
@@ -32,6 +36,12 @@ resident memory measured on CPU for wide and deep MLPs):
   - meta-loss, at each measurement: per task, ``steps`` × batch × 3·M plus a forward pass
     over its ``eval_size`` held-out samples.
 
+Conv blocks (``model.conv``) add to ``M`` each block's ``out·in·k²·H·W`` multiply-adds, to
+``P`` its kernel entries (and to ``F`` as its rule says: a dfa buffer per conv layer is
+classes × the layer's input map), and to ``A`` per block three maps of its output (conv
+output, activation, their gradient) and the pooled map; a kernel's SVD is of its
+``(out, in·k²)`` matrix.
+
 An ``evaluate`` job needs the model, the largest dataset with copies of its test split
 (shifted, and fitted to the model's input where the shapes differ) and one evaluation batch;
 its compute is one forward pass over each test split per severity. An experiment is
@@ -40,12 +50,17 @@ estimated child by child: each child must fit the per-job limits (it runs as its
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalogue import builtin_shape, builtin_split_sizes, known_datasets
 from .evaluate_spec import EvaluateSpec
+from .network_size import (
+    FLOAT_BYTES,
+    DatasetSize,
+    Network,
+    builtin_size,
+    builtin_sizes,
+)
 from .spec import (
     JobSpec,
     MetaLossSpec,
@@ -56,39 +71,18 @@ from .spec import (
     TrainSpec,
 )
 
-FLOAT_BYTES = 4  # float32 tensors
-LABEL_BYTES = 8  # int64 labels
-SVD_BYTES = 8 * 3  # float64 weight, its working copy and the factors
-
-
-@dataclass(frozen=True)
-class DatasetSize:
-    """What an estimate needs to know of a dataset: its sample shape, classes and splits."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    train_size: int
-    test_size: int
-
-    @property
-    def input_size(self) -> int:
-        return math.prod(self.input_shape)  # features of one (flattened) sample
-
-    @property
-    def device_bytes(self) -> int:
-        """Both splits on the device: float32 inputs and int64 labels."""
-        return (self.train_size + self.test_size) * (FLOAT_BYTES * self.input_size + LABEL_BYTES)
-
-
-def builtin_size(name: str) -> DatasetSize:
-    """The :class:`DatasetSize` of built-in ``name`` (one of ``known_datasets()``)."""
-    input_shape, num_classes = builtin_shape(name)
-    return DatasetSize(tuple(input_shape), num_classes, *builtin_split_sizes(name))
-
-
-def builtin_sizes() -> dict[str, DatasetSize]:
-    """Every built-in dataset's size, by name."""
-    return {name: builtin_size(name) for name in known_datasets()}
+# The sizes live in .network_size; importers of the estimates read them here too.
+__all__ = [
+    "DatasetSize",
+    "Estimate",
+    "Network",
+    "Term",
+    "builtin_size",
+    "builtin_sizes",
+    "estimate_evaluation",
+    "estimate_job",
+    "optimizer_state_floats",
+]
 
 
 @dataclass(frozen=True)
@@ -127,75 +121,6 @@ class Estimate:
         return max(self.compute_terms, key=lambda term: term.amount)
 
 
-@dataclass(frozen=True)
-class Network:
-    """The sizes of one MLP that every formula reads."""
-
-    input_shape: tuple[int, ...]
-    widths: tuple[int, ...]  # input, hidden..., classes
-    rule: str
-    batch_norm: bool
-
-    @classmethod
-    def of(cls, model: ModelSpec, shape: DatasetSize) -> Network:
-        widths = (shape.input_size, *model.hidden, shape.num_classes)
-        return cls(tuple(shape.input_shape), widths, model.rule, model.batch_norm)
-
-    def fitted_bytes(self, data: DatasetSize, samples: int) -> int:
-        """A copy of ``samples`` of ``data`` resized to the model's input (none when the
-        shapes already agree: the engine then uses the data as it is)."""
-        if tuple(data.input_shape) == self.input_shape:
-            return 0
-        return FLOAT_BYTES * samples * self.widths[0]
-
-    @property
-    def layers(self) -> list[tuple[int, int]]:
-        """``(in, out)`` of every linear layer."""
-        return list(zip(self.widths[:-1], self.widths[1:], strict=True))
-
-    @property
-    def hidden(self) -> tuple[int, ...]:
-        return self.widths[1:-1]
-
-    @property
-    def macs(self) -> int:
-        """Multiply-adds of one sample's forward pass (M)."""
-        return sum(n_in * n_out for n_in, n_out in self.layers)
-
-    @property
-    def parameters(self) -> int:
-        """Weights, biases and batch-norm scales and shifts (P)."""
-        norm = 2 * sum(self.hidden) if self.batch_norm else 0
-        return self.macs + sum(n_out for _, n_out in self.layers) + norm
-
-    @property
-    def state_bytes(self) -> int:
-        """Parameters, feedback matrices (FA) and batch-norm running statistics."""
-        feedback = self.macs if self.rule == "fa" else 0
-        stats = 2 * sum(self.hidden) if self.batch_norm else 0
-        return FLOAT_BYTES * (self.parameters + feedback + stats)
-
-    @property
-    def kept_per_sample(self) -> int:
-        """Floats one training sample holds at the backward's peak (A)."""
-        per_hidden = 3 if self.batch_norm else 2
-        kept = self.widths[0] + per_hidden * sum(self.hidden) + 2 * self.widths[-1]
-        return kept + 2 * max(self.widths[1:])  # the backward's gradient buffers
-
-    @property
-    def eval_per_sample(self) -> int:
-        """Floats alive per sample in a forward pass without gradients."""
-        return 3 * max(self.widths[1:])
-
-    @property
-    def svd_bytes(self) -> int:
-        return SVD_BYTES * max(n_in * n_out for n_in, n_out in self.layers)
-
-    @property
-    def svd_macs(self) -> int:
-        return sum(min(n_in, n_out) ** 2 * max(n_in, n_out) for n_in, n_out in self.layers)
-
-
 def optimizer_state_floats(optimizer: OptimizerSpec, parameters: int) -> int:
     """Floats of optimizer state: Adam's two moments, SGD's momentum buffer, or none."""
     if optimizer.name == "adam":
@@ -207,7 +132,7 @@ def estimate_job(spec: JobSpec, sizes: Mapping[str, DatasetSize]) -> Estimate:
     """The estimate of a pretrain or train job; ``sizes`` holds every dataset it reads."""
     net = Network.of(spec.model, sizes[spec.shape_dataset])
     data = sizes[spec.train.dataset] if spec.train is not None else None
-    readout = FLOAT_BYTES * spec.metrics.readout_size * net.widths[0]
+    readout = FLOAT_BYTES * spec.metrics.readout_size * net.input_size
     memory = [
         Term("model.hidden", "weights, biases and feedback matrices", net.state_bytes),
         Term("metrics.readout_size", "the fixed readout noise", readout),
@@ -236,7 +161,7 @@ def estimate_evaluation(
     net = Network.of(model, shape)
     severities = sum(len(values) for values in spec.shifts.values())
     biggest = max(datasets.values(), key=lambda size: size.device_bytes)
-    shifted = FLOAT_BYTES * biggest.test_size * net.widths[0]
+    shifted = FLOAT_BYTES * biggest.test_size * net.input_size
     copies = net.fitted_bytes(biggest, biggest.test_size) + shifted
     batch = min(spec.eval_batch_size, biggest.test_size)
     memory = (
@@ -286,20 +211,28 @@ def _working_set(
     ]
     meta = block.meta_loss
     if meta is not None:
-        learner = net.state_bytes + FLOAT_BYTES * net.parameters  # the copy and its gradients
+        learner = net.state_bytes + FLOAT_BYTES * net.trained_entries  # copy and gradients
         learner += FLOAT_BYTES * optimizer_state_floats(
-            OptimizerSpec(name=meta.optimizer), net.parameters
+            OptimizerSpec(name=meta.optimizer), net.trained_entries
         )
         step = FLOAT_BYTES * meta.batch_size * net.kept_per_sample
         held_out = FLOAT_BYTES * min(metrics.eval_batch_size, meta.eval_size) * net.eval_per_sample
         adaptation = learner + max(step, held_out)
         transients.append(Term(f"{phase}.meta_loss", "a meta-loss adaptation", adaptation))
     state = FLOAT_BYTES * optimizer_state_floats(block.optimizer, net.parameters)
-    return [
+    terms = [
         Term("model.hidden", "gradients", FLOAT_BYTES * net.parameters),
         Term(f"{phase}.optimizer", "optimizer state", state),
-        max(transients, key=lambda term: term.amount),
     ]
+    trained_feedback = net.trained_entries - net.parameters
+    if trained_feedback:  # KP: B has a gradient and optimizer state, like a weight
+        feedback_state = optimizer_state_floats(block.optimizer, trained_feedback)
+        amount = FLOAT_BYTES * (trained_feedback + feedback_state)
+        terms.append(Term("model.rule", "the trained feedback's gradients and state", amount))
+    if net.draw_entries:
+        draws = FLOAT_BYTES * net.draw_entries
+        terms.append(Term("model.rule", "the per-batch feedback draws", draws))
+    return [*terms, max(transients, key=lambda term: term.amount)]
 
 
 def _phase_compute(

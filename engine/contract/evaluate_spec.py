@@ -48,7 +48,8 @@ class EvaluateSpec(SpecModel):
     init_from: str = Field(
         min_length=1,
         max_length=4096,
-        description="The job to evaluate: its id (for `noisefa evaluate`, a checkpoint file).",
+        description="What to evaluate: a succeeded job's id, `checkpoint:<id>` (an upload, "
+        "`POST /v1/checkpoints`), or for `noisefa evaluate` a checkpoint file.",
     )
     datasets: list[str] | None = Field(
         None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from .catalogue import builtin_shape, known_datasets
+from .conv_shape import conv_blocks
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -28,6 +29,8 @@ class Limits(BaseModel):
         "built-in a spec names, and in an upload.",
     )
     max_depth: int = Field(8, ge=1, description="Most hidden layers.")
+    max_conv_layers: int = Field(6, ge=0, description="Most conv blocks (`model.conv` entries).")
+    max_channels: int = Field(512, ge=1, description="Most output channels of one conv block.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs in one phase.")
     max_samples_per_epoch: int = Field(10_000_000, ge=1, description="Most noise samples/epoch.")
     max_experiment_runs: int = Field(
@@ -44,6 +47,7 @@ class Limits(BaseModel):
                 raise ValueError(
                     f"model.hidden[{i}]: width must be in [1, {self.max_width}], got {width}"
                 )
+        self._check_conv(spec)
         self._check_classes(spec)
         for phase in ("pretrain", "train"):
             block = getattr(spec, phase)
@@ -58,6 +62,22 @@ class Limits(BaseModel):
                 "pretrain.samples_per_epoch: must be in "
                 f"[1, {self.max_samples_per_epoch}], got {spec.pretrain.samples_per_epoch}"
             )
+
+    def _check_conv(self, spec: JobSpec) -> None:
+        """Conv blocks within the limits, and (for a built-in shape dataset) small enough in
+        number that no pool meets an empty map (an upload's shape is checked at submit)."""
+        conv = spec.model.conv
+        if len(conv) > self.max_conv_layers:
+            raise ValueError(
+                f"model.conv: at most {self.max_conv_layers} conv blocks, got {len(conv)}"
+            )
+        for i, channels in enumerate(conv):
+            if channels > self.max_channels:
+                raise ValueError(
+                    f"model.conv[{i}]: channels must be in [1, {self.max_channels}], got {channels}"
+                )
+        if conv and spec.shape_dataset in known_datasets():
+            conv_blocks(builtin_shape(spec.shape_dataset)[0], conv, spec.model.kernel_size)
 
     def _check_classes(self, spec: JobSpec) -> None:
         """The output layer is as wide as the data's class count; known here for built-ins

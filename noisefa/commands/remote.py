@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from noisefa.engine.contract.checkpoint_format import CHECKPOINT_PREFIX
 from noisefa.engine.contract.states import JobState
 
 EXIT_FAILED = 1
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--api-key", help="API key (default $NOISEFA_API_KEY or the key file).")
     common.add_argument("--json", action="store_true", help="Machine-readable JSON output.")
 
-    p = subparsers.add_parser("submit", parents=[common], help="Submit a job spec (JSON/YAML).")
+    p = subparsers.add_parser(
+        "submit",
+        parents=[common],
+        help="Submit a job spec (JSON/YAML); a local checkpoint file in `init_from` is "
+        "uploaded first and named `checkpoint:<id>`.",
+    )
     p.add_argument("spec", type=Path)
     p.add_argument("--wait", action="store_true", help="Follow the job until it ends.")
     p.add_argument("--idempotency-key", help="Resubmitting with the same key returns one job.")
@@ -126,6 +132,10 @@ def _submit(client, args: argparse.Namespace) -> int:
     from noisefa.engine.spec_files import read_spec_file
 
     spec = read_spec_file(args.spec)
+    local = _local_checkpoint(spec.get("init_from"), args.spec.parent)
+    if local is not None:  # upload it, then start from the upload
+        key = f"{args.idempotency_key}:init_from" if args.idempotency_key else None
+        spec["init_from"] = client.upload_checkpoint(local, idempotency_key=key)["name"]
     job = client.submit(spec, idempotency_key=args.idempotency_key)
     if not args.wait:
         _print(args, job, job["id"])
@@ -133,6 +143,17 @@ def _submit(client, args: argparse.Namespace) -> int:
     job = _follow(client, job["id"], args)
     _print(args, job, _job_summary(job))
     return STATE_EXIT.get(job["state"], EXIT_FAILED)
+
+
+def _local_checkpoint(init_from: Any, spec_folder: Path) -> Path | None:
+    """The local checkpoint file ``init_from`` names (as given, or beside the spec file);
+    None for a job id, ``checkpoint:<id>`` or no ``init_from``."""
+    if not isinstance(init_from, str) or init_from.startswith(CHECKPOINT_PREFIX):
+        return None
+    for path in (Path(init_from), spec_folder / init_from):
+        if path.is_file():
+            return path
+    return None
 
 
 def _follow(client, job_id: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 # fa/bp × with/without noise pretraining × batch norm on/off × Adam / SGD-momentum, 2 epochs.
-_PRETRAIN = {"epochs": 2, "samples_per_epoch": 1024, "batch_size": 64}
+# The optimizer is pinned to the noise defaults these metrics were recorded with (Adam 1e-3;
+# the spec's pretraining default is now 1e-4, docs/noise_ablation.md).
+_PRETRAIN = {
+    "epochs": 2,
+    "samples_per_epoch": 1024,
+    "batch_size": 64,
+    "optimizer": {"name": "adam", "lr": 1e-3},
+}
 _SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
 GOLDEN_SPECS: dict[str, dict[str, Any]] = {
     "fa_pretrain_adam": {"model": {"rule": "fa", "seed": 0}, "pretrain": _PRETRAIN},

@@ -1,40 +1,32 @@
 """``/v1/datasets``: the built-in catalogue and the project's ``.npz`` uploads.
 
 An upload is read to a temporary file (counting bytes against ``max_upload_bytes``),
-validated by the engine without pickle, and only then stored: a refused upload leaves no row
-and no object. The route reads the multipart body itself, after authenticating and after
-taking its ``Idempotency-Key`` (:mod:`noisefa.service.idempotency`), so a duplicate sent
-while a large file is still arriving is a 409, not a second upload.
+validated without pickle (:mod:`noisefa.service.npz_check`), and only then stored: a refused
+upload leaves no row and no object. The route reads the multipart body itself, after
+authenticating and taking its ``Idempotency-Key`` (:mod:`.upload_flow`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
-from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 
 from .. import deletion, storage_quota
-from ..guards import unstorable
 from ..idempotency import UPLOAD_KEYS
 from ..models import Dataset
 from ..npz_check import InvalidUpload, UploadInfo
-from ..problems import FieldError, ProblemError
+from ..problems import ProblemError
 from ..repositories import datasets as dataset_repo
 from ..schemas import BuiltinDatasetOut, DatasetList, UploadOut
 from ..settings import Settings
 from .deps import CurrentProject, InFlightKeysDep, SessionDep, SettingsDep, StorageDep
 from .responses import AUTH_PROBLEMS, problem
 from .routing import SessionReleasingRoute
+from .upload_flow import UploadKind, receive_upload, refused
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionReleasingRoute)
-
-CHUNK = 1 << 20
 
 UPLOAD_BODY = {
     "required": True,
@@ -57,16 +49,6 @@ UPLOAD_BODY = {
     },
 }
 """The documented body of ``POST /v1/datasets`` (the route parses it itself)."""
-
-
-def _invalid(field: str, message: str, status: int = 422, slug: str = "invalid-upload"):
-    return ProblemError(
-        status,
-        f"{field}: {message}",
-        slug=slug,
-        title="Invalid upload" if status == 422 else None,
-        errors=[FieldError(field=field, message=message)],
-    )
 
 
 def _not_found(dataset_id: str) -> ProblemError:
@@ -114,70 +96,33 @@ async def upload_dataset(
     ] = None,
 ) -> UploadOut:
     """Validate the file, store it under the project, and describe it."""
-    held = (
-        UPLOAD_KEYS.hold(session, in_flight, project.id, idempotency_key)
-        if idempotency_key
-        else nullcontext()
+
+    def store(path: Path, filename: str, idempotency: tuple[str, str] | None) -> Dataset:
+        storage_quota.check_room_for_upload(session, project.id, settings, path.stat().st_size)
+        info = _validated(path, settings)
+        return dataset_repo.create_upload(
+            session, storage, project.id, filename, path, info, idempotency
+        )
+
+    kind = UploadKind(
+        file="a .npz file",
+        default_name="dataset.npz",
+        max_bytes=settings.max_upload_bytes,
+        limit_field="max_upload_bytes",
     )
-    with held, tempfile.TemporaryDirectory(prefix="noisefa-upload-") as folder:
-        path = Path(folder) / "upload.npz"
-        async with request.form(max_files=1) as form:
-            filename, request_hash = await _spool(_file_of(form), path, settings.max_upload_bytes)
-        idempotency = (idempotency_key, request_hash) if idempotency_key else None
-
-        def store() -> Dataset:
-            storage_quota.check_room_for_upload(session, project.id, settings, path.stat().st_size)
-            info = _validated(path, settings)
-            return dataset_repo.create_upload(
-                session, storage, project.id, filename, path, info, idempotency
-            )
-
-        if idempotency_key:
-            dataset, _ = await run_in_threadpool(
-                UPLOAD_KEYS.replay_or_create,
-                session,
-                project.id,
-                idempotency_key,
-                request_hash,
-                settings.idempotency_ttl_s,
-                store,
-            )
-        else:
-            dataset = await run_in_threadpool(store)
+    dataset = await receive_upload(
+        request,
+        session,
+        in_flight,
+        UPLOAD_KEYS,
+        project.id,
+        idempotency_key,
+        settings.idempotency_ttl_s,
+        kind,
+        store,
+    )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return UploadOut.of(dataset)
-
-
-def _file_of(form: FormData) -> UploadFile:
-    """The form's ``file`` part (422 naming it when absent, not a file, or named with text
-    no column can store)."""
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise _invalid("file", "required: a .npz file as the multipart part `file`")
-    reason = unstorable(file.filename or "")
-    if reason:
-        raise _invalid("file.filename", reason)
-    return file
-
-
-async def _spool(file: UploadFile, path: Path, max_bytes: int) -> tuple[str, str]:
-    """Copy ``file`` to ``path`` (413 past ``max_bytes``); its name and the request hash."""
-    filename = (file.filename or "dataset.npz")[:255]
-    digest = hashlib.sha256(filename.encode() + b"\0")
-    size = 0
-    with path.open("wb") as out:
-        while chunk := await file.read(CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise _invalid(
-                    "max_upload_bytes",
-                    f"file is over {max_bytes} bytes",
-                    status=413,
-                    slug="upload-too-large",
-                )
-            digest.update(chunk)
-            out.write(chunk)
-    return filename, digest.hexdigest()
 
 
 def _validated(path: Path, settings: Settings) -> UploadInfo:
@@ -186,8 +131,7 @@ def _validated(path: Path, settings: Settings) -> UploadInfo:
     try:
         return dataset_repo.validate_npz(path, settings)
     except InvalidUpload as error:
-        slug = "upload-too-large" if error.status == 413 else "invalid-upload"
-        raise _invalid(error.field, error.message, status=error.status, slug=slug) from error
+        raise refused(error) from error
 
 
 @router.get("", summary="List datasets", responses=AUTH_PROBLEMS)

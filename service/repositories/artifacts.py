@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..checksums import Digest, verified_chunks
-from ..models import Artifact
+from ..models import Artifact, CheckpointUpload
 from ..storage import Storage
 
 
@@ -28,8 +28,9 @@ def get_artifact(session: Session, job_id: str, name: str) -> Artifact | None:
     return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
 
 
-def recorded_digest(artifact: Artifact) -> Digest:
-    """What the artifact's object must hash to (size only for rows older than checksums)."""
+def recorded_digest(artifact: Artifact | CheckpointUpload) -> Digest:
+    """What the artifact's (or uploaded checkpoint's) object must hash to (size only for
+    artifact rows older than checksums)."""
     return Digest(size=artifact.size, sha256=artifact.sha256)
 
 

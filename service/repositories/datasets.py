@@ -10,7 +10,6 @@ caller's project at submit, and an upload that an unfinished job reads cannot be
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -23,10 +22,11 @@ from noisefa.engine.contract.catalogue import (
     known_datasets,
 )
 
-from ..models import Dataset, DatasetIdempotencyKey, utcnow
+from ..models import Dataset, DatasetIdempotencyKey
 from ..npz_check import NpzLimits, UploadInfo, check_npz
 from ..settings import Settings
 from ..storage import Storage
+from .key_records import find_live_record
 
 
 def upload_name(dataset_id: str) -> str:
@@ -100,21 +100,8 @@ def create_upload(
 def find_idempotent(
     session: Session, project_id: str, key: str, ttl_s: float | None
 ) -> DatasetIdempotencyKey | None:
-    """The live record of an upload's ``Idempotency-Key``; None when unused or expired.
-
-    ``ttl_s=None`` ignores expiry (a record just committed by a concurrent request).
-    """
-    record = session.get(DatasetIdempotencyKey, (project_id, key))
-    if record is None or ttl_s is None:
-        return record
-    created = record.created_at
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=utcnow().tzinfo)
-    if created < utcnow() - timedelta(seconds=ttl_s):
-        session.delete(record)
-        session.flush()
-        return None
-    return record
+    """The live record of an upload's ``Idempotency-Key``; None when unused or expired."""
+    return find_live_record(session, DatasetIdempotencyKey, project_id, key, ttl_s)
 
 
 def get_upload(session: Session, project_id: str, dataset_id: str) -> Dataset | None:

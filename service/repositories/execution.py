@@ -18,10 +18,12 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from noisefa.engine.contract.checkpoint_format import checkpoint_upload_id
 from noisefa.engine.contract.states import TERMINAL_STATES, FailureReason, JobKind, JobState
 
-from ..models import Artifact, Job, JobMetric, utcnow
+from ..models import Artifact, CheckpointUpload, Job, JobMetric, utcnow
 from ..storage import check_name
+from . import checkpoints as checkpoint_repo
 from .events import add_event, state_event_data
 
 LIVE_STATES = (JobState.RUNNING, JobState.CANCELLING)
@@ -279,8 +281,16 @@ def checkpoint_artifacts(session: Session, job_id: str) -> list[Artifact]:
     )
 
 
-def init_checkpoint_artifact(session: Session, project_id: str, job_id: str) -> Artifact | None:
-    """The final checkpoint of a succeeded job of the project (``result["final_checkpoint"]``)."""
+def init_checkpoint_artifact(
+    session: Session, project_id: str, init_from: str
+) -> Artifact | CheckpointUpload | None:
+    """What ``init_from`` starts from: the project's uploaded checkpoint for
+    ``checkpoint:<id>``, else the final checkpoint of the project's succeeded job
+    ``init_from`` (``result["final_checkpoint"]``); None when there is none."""
+    upload_id = checkpoint_upload_id(init_from)
+    if upload_id is not None:
+        return checkpoint_repo.get_upload(session, project_id, upload_id)
+    job_id = init_from
     result = session.scalar(
         select(Job.result).where(
             Job.id == job_id, Job.project_id == project_id, Job.state == JobState.SUCCEEDED

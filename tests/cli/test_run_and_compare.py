@@ -196,7 +196,8 @@ def test_compare_runs_the_comparison_experiment_and_prints_its_report_table(tmp_
     assert list(again["conditions"]) == ["bp", "fa", "fa+noise"]
     assert all(c["seeds_succeeded"] == 2 for c in again["conditions"].values())
     assert again["conditions"]["fa+noise"]["alignment_angle"]["before_pretrain"] is not None
-    assert {"report.md", *PLOTS.values()} <= {path.name for path in out.iterdir()}
+    assert {"report.md", *again["plots"]} <= {path.name for path in out.iterdir()}
+    assert set(again["plots"]) == set(PLOTS.values()) - {PLOTS["rules_matrix"]}  # no matrix
     # Every run is the preset's child with the flags applied.
     for condition, specs in expand_experiment(spec).items():
         for child in specs:

@@ -37,7 +37,7 @@ FAST_REAPER = {
     "NOISEFA_REAPER_INTERVAL_S": "0.5",
 }
 # Several seconds of training with a checkpoint every epoch: long enough to be killed mid-run.
-SPEC = cpu_pretrain_spec(epochs=4, samples=40_000, hidden=16, seed=3)
+SPEC = cpu_pretrain_spec(epochs=4, samples=200_000, hidden=16, seed=3)
 RESTART_DEADLINE_S = 30.0
 EXIT_DEADLINE_S = 30.0
 JOB_DEADLINE_S = 240.0

@@ -6,19 +6,21 @@ not computed with the module's own helpers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from noisefa.engine.contract.estimates import (
     DatasetSize,
+    Network,
     builtin_size,
     builtin_sizes,
     estimate_evaluation,
     estimate_job,
 )
 from noisefa.engine.contract.evaluate_spec import EvaluateSpec
-from noisefa.engine.contract.spec import ModelSpec, parse_spec
+from noisefa.engine.contract.network_size import RULE_FEEDBACK
+from noisefa.engine.contract.spec import ModelSpec, RuleName, parse_spec
 
 METRICS = {"probe_size": 16, "readout_size": 32, "eval_batch_size": 100}
 DIGITS = DatasetSize((64,), 10, 1437, 360)
@@ -156,3 +158,49 @@ def test_the_reported_oversized_job_is_far_over_8_gib_and_1e15():
     assert narrow.memory_bytes < 8 * 2**30
     assert narrow.compute > 1000 * 10**15
     assert narrow.largest_compute.field == "pretrain"
+
+
+def _train_memory(rule: str) -> int:
+    train = {"dataset": "digits", "epochs": 2, "batch_size": 32}
+    job = spec(kind="train", model={"hidden": [8], "rule": rule}, train=train)
+    return estimate_job(job, {"digits": DIGITS}).memory_bytes
+
+
+def test_each_rule_s_feedback_is_counted_as_the_engine_keeps_it():
+    fa = 510_088  # the hand count above: 64-8-10, FA's 592 fixed feedback entries, Adam
+    # KP: the 592 entries of B also get a gradient (4 B each) and Adam's two moments (8 B).
+    assert _train_memory("kp") == fa + 4 * 592 + 8 * 592 == 517_192
+    # DFA: B_l is (classes, input of layer l): 10 × (64 + 8) = 720 entries, not 592.
+    assert _train_memory("dfa") == fa + 4 * (720 - 592)
+    # frsf keeps FA's buffers; bp and usf none; brsf none but a 592-entry draw per batch.
+    assert _train_memory("frsf") == fa
+    assert _train_memory("usf") == _train_memory("bp") == fa - 4 * 592
+    assert _train_memory("brsf") == fa - 4 * 592 + 4 * 592
+    train = {"dataset": "digits", "epochs": 1}
+    kp = estimate_job(
+        spec(kind="train", model={"hidden": [8], "rule": "kp"}, train=train), {"digits": DIGITS}
+    )
+    assert "the trained feedback's gradients and state" in [t.what for t in kp.memory_terms]
+
+
+@pytest.mark.parametrize("rule", get_args(RuleName))
+@pytest.mark.parametrize("conv", [[], [3]])
+def test_the_estimate_s_feedback_and_parameters_are_what_a_built_model_holds(rule, conv):
+    """The torch-free rule table against the engine's real models (MLP and conv)."""
+    import torch
+
+    from noisefa.engine.feedback_rules import FEEDBACK_RULES
+    from noisefa.engine.model import build_model
+
+    assert set(RULE_FEEDBACK) == set(FEEDBACK_RULES) == set(get_args(RuleName))
+    hooks, table = FEEDBACK_RULES[rule], RULE_FEEDBACK[rule]
+    assert (table.redraws, table.trains) == (hooks.redraws, hooks.trains_feedback)
+    model_spec = ModelSpec(hidden=[8, 6], rule=rule, conv=conv, kernel_size=3)
+    torch.manual_seed(0)
+    model = build_model(model_spec, DIGITS.input_shape, DIGITS.num_classes, "cpu")
+    net = Network.of(model_spec, DIGITS)
+    buffers = [layer.feedback_buffer for layer in model.rule_layers]
+    assert net.feedback_entries == sum(b.numel() for b in buffers if b is not None)
+    assert net.parameters == sum(p.numel() for p in model.parameters())
+    weights = sum(layer.weight.numel() for layer in model.rule_layers)
+    assert net.draw_entries == (weights if hooks.redraws else 0)

@@ -18,7 +18,12 @@ instead of 1, which only reassociates its own sums, moves its metrics by as much
   ~1e-6; eval-mode values (test loss, readout, angles measured in eval mode) drift by up to
   ~2e-3 relative and 0.13°, as in the old trainer with 2 threads (1.5e-3, 0.09°). There:
   1e-5 on the train loss and accuracy, 1e-2 relative on the rest, angles within 0.5°,
-  accuracies within 0.01 (3 of ~360 test samples).
+  accuracies within 0.01 (3 of ~360 test samples), and ECE (a binned statistic: one sample
+  crossing a bin edge or flipping its prediction moves it by ~1/N) likewise within 0.01.
+
+The same rounding comes from another CPU (its kernels sum in another order): the file was
+recorded on one machine and is checked on others. ``gen_gap`` is a difference of two O(1)
+values each good to ~1e-6, so it is compared within 1e-5 absolute, not relative to itself.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "golden_metrics.json").rea
 
 def assert_matches_golden(name: str, points: list[dict]) -> None:
     expected = GOLDEN[name]
+    recorded = {p["name"] for p in expected}  # metrics added since (norm_ratio) are not golden
+    points = [p for p in points if p["name"] in recorded]
     assert [(p["name"], p["phase"], p["epoch"]) for p in points] == [
         (p["name"], p["phase"], p["epoch"]) for p in expected
     ]
@@ -44,9 +51,10 @@ def assert_matches_golden(name: str, points: list[dict]) -> None:
     for got, want in zip(points, expected, strict=True):
         metric = got["name"]
         if metric in ("train_loss", "train_accuracy") or not batch_norm:
-            rel, abs_, angle = 1e-5, 1e-7, 1e-4
+            rel, abs_, angle = 1e-5, 1e-5 if metric == "gen_gap" else 1e-7, 1e-4
         else:
-            rel, abs_, angle = 1e-2, 1e-2 if "accuracy" in metric else 1e-6, 0.5
+            binned = "accuracy" in metric or metric == "ece"
+            rel, abs_, angle = 1e-2, 1e-2 if binned else 1e-6, 0.5
         if "angle" in metric:
             assert got["value"] == pytest.approx(want["value"], abs=angle), (name, want)
         else:

@@ -9,6 +9,7 @@ import torch
 
 from noisefa.engine.contract import metric_names as mn
 from noisefa.engine.metrics import (
+    alignment_reference,
     angle_degrees,
     effective_rank,
     participation_ratio,
@@ -71,8 +72,19 @@ def test_weight_metrics_cover_every_layer_and_bp_feedback_is_the_weight():
     metrics = weight_metrics(bp)
     assert metrics["alignment_angle/1"] == pytest.approx(0.0, abs=1e-3)
     assert set(metrics) == {
-        f"{b}/{k}" for b in ("alignment_angle", "eff_dim", "eff_rank") for k in (1, 2)
+        f"{b}/{k}" for b in ("alignment_angle", "norm_ratio", "eff_dim", "eff_rank") for k in (1, 2)
     }
+    assert metrics["norm_ratio/1"] == pytest.approx(1.0)
+
+
+def test_dfa_angle_of_a_linear_layer_is_against_the_product_of_the_weights_above_it():
+    model = MLP(MLPConfig(input_shape=(6,), num_classes=4, hidden=[5, 7], rule="dfa")).double()
+    w1, w2, w3 = (layer.weight.detach() for layer in model.rule_layers)
+    torch.testing.assert_close(alignment_reference(model, 0), w3 @ w2 @ w1)
+    torch.testing.assert_close(alignment_reference(model, 1), w3 @ w2)
+    torch.testing.assert_close(alignment_reference(model, 2), w3)
+    expected = angle_degrees(w3 @ w2 @ w1, model.rule_layers[0].fixed_feedback)
+    assert weight_metrics(model)["alignment_angle/1"] == pytest.approx(expected)
 
 
 def test_metric_names_list_and_flag_layer_one_as_carrying_no_signal():

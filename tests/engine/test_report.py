@@ -11,6 +11,7 @@ from noisefa.engine.contract.bodies import parse_job
 from noisefa.engine.experiment import child_dir, run_children
 from noisefa.engine.report import PLOTS, aggregate_experiment
 from noisefa.engine.report_format import format_table_text
+from noisefa.engine.report_reliability import pooled_reliability
 
 BODY = {
     "kind": "experiment",
@@ -75,7 +76,8 @@ def test_report_holds_the_table_and_a_failed_cell_does_not_hide_the_rest(childre
     markdown = (tmp_path / "report.md").read_text()
     assert "| fa+noise | 2/2 |" in markdown
     assert "fa, seed 1: failed (worker_lost)" in markdown
-    for name in PLOTS.values():
+    report = json.loads((tmp_path / "report.json").read_text())
+    for name in report["plots"]:
         assert (tmp_path / name).stat().st_size > 1000
 
 
@@ -140,3 +142,53 @@ def test_paired_comparisons_over_complete_seeds_have_a_ci_and_p_values(children,
     for stats in pair["metrics"].values():  # the same runs twice: no difference
         assert stats["n"] == 2 and stats["mean_difference"] == 0.0
         assert stats["ci95"] == [0.0, 0.0] and stats["p_sign_flip"] == 1.0
+
+
+def test_the_report_has_a_reliability_diagram_and_an_ece_column(children, tmp_path):
+    report = aggregate_experiment(parse_job(BODY), children, tmp_path)
+    assert PLOTS["ece"] == "reliability.png" and "reliability.png" in report["plots"]
+    assert (tmp_path / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "![reliability.png](reliability.png)" in md and "| ECE |" in md
+    for name, condition in report["conditions"].items():
+        runs = [run for run in children[name] if run["state"] == "succeeded"]
+        finals = [
+            max((p for p in run["history"] if p["name"] == "ece"), key=lambda p: p["epoch"])
+            for run in runs
+        ]
+        assert condition["ece_final"]["mean"] == pytest.approx(
+            sum(p["value"] for p in finals) / len(finals)
+        )
+        pooled = condition["reliability"]
+        assert len(pooled["counts"]) == 15
+        # every seed's whole test split lands in one bin each: the pool counts them all
+        test_size = sum(
+            p["value"] for p in runs[0]["history"] if p["name"].startswith("reliability_count/")
+        )
+        assert sum(pooled["counts"]) == pytest.approx(test_size * len(runs))
+        row = next(r for r in report["table"] if r["condition"] == name)
+        assert row["ECE"].startswith(f"{condition['ece_final']['mean']:.3f}")
+
+
+def test_pooled_reliability_weights_each_bin_by_its_samples():
+    def run(counts, accuracy, confidence, epoch=2):
+        points = []
+        for base, values in (
+            ("reliability_count", counts),
+            ("reliability_accuracy", accuracy),
+            ("reliability_confidence", confidence),
+        ):
+            points += [
+                {"name": f"{base}/{b + 1}", "phase": "train", "epoch": epoch, "value": v}
+                for b, v in enumerate(values)
+            ]
+        return points
+
+    first = run([3, 1], [1.0, 0.0], [0.9, 0.6])
+    second = run([1, 0], [0.0, 0.0], [0.7, 0.0])
+    assert pooled_reliability([first, second]) == {
+        "counts": [4.0, 1.0],
+        "accuracy": [0.75, 0.0],  # (3·1 + 1·0) / 4
+        "confidence": [pytest.approx(0.85), 0.6],  # (3·0.9 + 1·0.7) / 4
+    }
+    assert pooled_reliability([[]]) is None

@@ -19,7 +19,7 @@ from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.service.settings import Settings
 from noisefa.testing.db import migrated, settings_for, sqlite_url
 from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
-from noisefa.worker import execution
+from noisefa.worker import execution, pack_execution
 
 SPEC = cpu_pretrain_spec(epochs=2, samples=1024, hidden=16, metrics=SMALL_METRICS)
 
@@ -48,10 +48,10 @@ def job(sessions, job_id: str) -> Job:
 
 
 def failing_run(error: BaseException):
-    def run_job(*_args, **_kwargs):
+    def run_jobs(*_args, **_kwargs):
         raise error
 
-    return run_job
+    return run_jobs
 
 
 def test_a_successful_run_stores_result_metrics_checkpoints_and_progress(settings, sessions):
@@ -77,7 +77,7 @@ def test_a_successful_run_stores_result_metrics_checkpoints_and_progress(setting
 def test_a_failed_run_records_its_reason_and_a_plain_message(
     settings, sessions, monkeypatch, error, reason, says
 ):
-    monkeypatch.setattr(execution, "run_job", failing_run(error))
+    monkeypatch.setattr(pack_execution, "run_jobs", failing_run(error))
     job_id = submit(sessions)
     assert execution.execute_job(job_id, settings) == "failed"
     failed = job(sessions, job_id)
@@ -87,7 +87,7 @@ def test_a_failed_run_records_its_reason_and_a_plain_message(
 
 
 def test_a_job_cancelled_before_it_started_does_not_run(settings, sessions, monkeypatch):
-    monkeypatch.setattr(execution, "run_job", failing_run(AssertionError("must not run")))
+    monkeypatch.setattr(pack_execution, "run_jobs", failing_run(AssertionError("must not run")))
     job_id = submit(sessions)
     with sessions() as session:
         session.get(Job, job_id).cancel_requested = True

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from noisefa.engine.contract.states import FailureReason, JobState
-from noisefa.worker.execution import failure_outcome
+from noisefa.worker.outcomes import failure_outcome
 
 PEBIBYTE = 1 << 50
 

@@ -11,7 +11,7 @@ import pytest
 from noisefa.engine.contract.catalogue import known_datasets
 from noisefa.service.repositories import workers as worker_repo
 
-STUDIES = ("comparison", "ood", "adaptation")
+STUDIES = ("comparison", "ood", "adaptation", "rules_matrix")
 
 
 @pytest.fixture

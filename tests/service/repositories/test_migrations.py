@@ -29,9 +29,13 @@ TABLES = {
     "workers",
     "webhook_secrets",
     "webhook_deliveries",
+    "checkpoint_uploads",
+    "checkpoint_idempotency_keys",
 }
 WEBHOOK_TABLES = {"webhook_secrets", "webhook_deliveries"}
-TABLES_0001 = TABLES - {"datasets", "dataset_idempotency_keys", "workers"} - WEBHOOK_TABLES
+CHECKPOINT_TABLES = {"checkpoint_uploads", "checkpoint_idempotency_keys"}
+TABLES_0005 = TABLES - CHECKPOINT_TABLES
+TABLES_0001 = TABLES_0005 - {"datasets", "dataset_idempotency_keys", "workers"} - WEBHOOK_TABLES
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -77,7 +81,7 @@ def test_0002_upgrades_from_0001_and_downgrades_back(empty_database, tmp_path):
     upgrade(settings, "0001")
     assert tables(empty_database) == TABLES_0001
     upgrade(settings, "0002")
-    assert tables(empty_database) == TABLES - {"workers"} - WEBHOOK_TABLES
+    assert tables(empty_database) == TABLES_0005 - {"workers"} - WEBHOOK_TABLES
     assert "condition" in columns(empty_database, "jobs")
     downgrade(settings, "0001")
     assert tables(empty_database) == TABLES_0001
@@ -150,7 +154,7 @@ def test_0004_adds_the_worker_registry_and_downgrades_back(empty_database, tmp_p
         "heartbeat_at",
     }
     downgrade(settings, "0003")
-    assert tables(empty_database) == TABLES - {"workers"} - WEBHOOK_TABLES
+    assert tables(empty_database) == TABLES_0005 - {"workers"} - WEBHOOK_TABLES
 
 
 def test_0005_adds_the_webhook_tables_and_downgrades_back(empty_database, tmp_path):
@@ -163,4 +167,18 @@ def test_0005_adds_the_webhook_tables_and_downgrades_back(empty_database, tmp_pa
         empty_database, "webhook_deliveries"
     )
     downgrade(settings, "0004")
-    assert tables(empty_database) == TABLES - WEBHOOK_TABLES
+    assert tables(empty_database) == TABLES_0005 - WEBHOOK_TABLES
+
+
+def test_0006_adds_the_checkpoint_upload_tables_and_downgrades_back(empty_database, tmp_path):
+    settings = settings_for(tmp_path, database_url=empty_database)
+    upgrade(settings, "0005")
+    assert tables(empty_database) == TABLES_0005
+    upgrade(settings, "0006")
+    assert tables(empty_database) == TABLES
+    assert {"id", "project_id", "storage_key", "size", "sha256", "model_config"} <= columns(
+        empty_database, "checkpoint_uploads"
+    )
+    assert "checkpoint_id" in columns(empty_database, "checkpoint_idempotency_keys")
+    downgrade(settings, "0005")
+    assert tables(empty_database) == TABLES_0005

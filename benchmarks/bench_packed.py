@@ -1,0 +1,102 @@
+"""Packed vs unpacked experiment wall time on one worker: the ``comparison`` preset's shape
+(BP, FA, FA after noise pretraining × 3 seeds, 64-100-10 on digits) submitted through the
+API, once with the runs packed (``NOISEFA_PACK_MAX_RUNS`` unset: one pack of 9) and once
+with ``NOISEFA_PACK_MAX_RUNS=1`` (9 tasks, one after another), alternating, in one stack.
+
+    python benchmarks/bench_packed.py --epochs 10 --rounds 2
+
+starts its own stack (a fresh Postgres database, the benchmarks' Redis database, local
+storage in a temporary folder, the API and one worker with one torch thread) and tears it
+down after. Reports each mode's wall time from submit to the aggregated report, where it
+went (the runs' busy time, the time between runs, the report after the last run), and the
+unpacked / packed ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from noisefa.engine.contract.presets import comparison_body
+from noisefa.service.models import Job
+from noisefa.testing.stack import Stack, benchmark_stack
+
+MODES = {"unpacked": "1", "packed": None}  # NOISEFA_PACK_MAX_RUNS
+
+
+@dataclass
+class Timing:
+    wall: float  # submit → experiment succeeded
+    first_start: float  # submit → the first run started (fan-out, message, worker start)
+    runs_span: float  # the first run's start → the last run's end
+    tail: float  # the last run's end → the report
+
+
+def use_mode(stack: Stack, pack_max_runs: str | None) -> None:
+    """One fresh worker whose environment sets (or leaves unset) ``pack_max_runs``."""
+    stack.use_workers(0)
+    stack.env.pop("NOISEFA_PACK_MAX_RUNS", None)
+    if pack_max_runs is not None:
+        stack.env["NOISEFA_PACK_MAX_RUNS"] = pack_max_runs
+    stack.use_workers(1)
+
+
+def run_once(stack: Stack, body: dict) -> Timing:
+    submitted = time.time()
+    start = time.perf_counter()
+    job_id = stack.submit(body)
+    job = stack.wait_state(job_id, {"succeeded", "failed", "cancelled"}, 3600)
+    wall = time.perf_counter() - start
+    if job.state != "succeeded":
+        raise RuntimeError(f"experiment ended {job.state}: {job.error_message}")
+    with stack.sessions() as session:
+        runs = session.execute(
+            select(Job.started_at, Job.finished_at).where(Job.parent_id == job_id)
+        ).all()
+    first = min(begin for begin, _ in runs)
+    last = max(end for _, end in runs)
+    return Timing(
+        wall=wall,
+        first_start=first.timestamp() - submitted,
+        runs_span=(last - first).total_seconds(),
+        tail=(job.finished_at - last).total_seconds(),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10, help="data epochs of every run")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternating")
+    args = parser.parse_args(argv)
+
+    body = comparison_body(epochs=args.epochs, device="cpu")
+    runs = len(body["conditions"]) * len(body["seeds"])
+    timings: dict[str, list[Timing]] = {mode: [] for mode in MODES}
+    with benchmark_stack("noisefa_bench_packed") as stack:
+        for round_ in range(args.rounds):
+            for mode, pack_max_runs in MODES.items():
+                use_mode(stack, pack_max_runs)
+                timing = run_once(stack, body)
+                timings[mode].append(timing)
+                print(
+                    f"round {round_ + 1} {mode:8s}: {timing.wall:6.1f} s wall "
+                    f"(first run started after {timing.first_start:.1f} s, runs "
+                    f"{timing.runs_span:.1f} s, report {timing.tail:.1f} s after)",
+                    flush=True,
+                )
+    median = {mode: statistics.median(t.wall for t in ts) for mode, ts in timings.items()}
+    print(
+        f"{runs} runs, {args.epochs} epochs, 1 worker: unpacked {median['unpacked']:.1f} s, "
+        f"packed {median['packed']:.1f} s (medians): {median['unpacked'] / median['packed']:.2f}x "
+        "less wall time packed",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

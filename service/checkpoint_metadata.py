@@ -1,0 +1,119 @@
+"""An uploaded checkpoint's ``noisefa`` metadata, checked as the worker's reader will read it
+(``engine.checkpoint.load_checkpoint``): format version, a spec the engine accepts, a model
+config of the engine's fields within the deployment's limits, progress and normalisation.
+
+Each refusal is an :class:`~.npz_check.InvalidUpload` naming the field (``metadata.<path>``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from noisefa.engine.contract.checkpoint_format import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    StoredModelConfig,
+)
+from noisefa.engine.contract.limits import Limits
+from noisefa.engine.contract.spec import JobSpec
+
+from .npz_check import InvalidUpload
+
+
+class _Normalisation(BaseModel):
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+    input_shape: list[PositiveInt] = Field(min_length=1)
+
+
+class _Progress(BaseModel):
+    phase: str
+    epoch: int = Field(ge=0)
+    step: int = Field(ge=0)
+    phases_done: list[str]
+    history: list[dict[str, Any]]
+
+
+class StoredMetadata(BaseModel):
+    """The ``noisefa`` metadata document, as ``load_checkpoint`` reads it."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    format_version: int
+    spec: dict[str, Any]
+    fingerprint: str
+    model_config_: StoredModelConfig = Field(alias="model_config")
+    progress: _Progress
+    optimizer_scalars: dict[str, Any]
+    tensors_sha256: str | None = None
+    input_normalisation: _Normalisation | None = None
+
+
+def checked_metadata(raw: Any) -> StoredMetadata:
+    """The ``noisefa`` metadata, validated (422 naming its field)."""
+    text = raw.get(METADATA_KEY) if isinstance(raw, dict) else None
+    if not isinstance(text, str):
+        raise InvalidUpload(
+            "metadata", f"not a noisefa checkpoint: no {METADATA_KEY!r} metadata in its header"
+        )
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise InvalidUpload("metadata", f"the {METADATA_KEY!r} metadata is not JSON") from error
+    if not isinstance(document, dict):
+        raise InvalidUpload("metadata", "must be a JSON object")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InvalidUpload(
+            "metadata.format_version", f"must be {FORMAT_VERSION}, got {str(version)[:20]}"
+        )
+    try:
+        return StoredMetadata.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(["metadata", *(str(part) for part in first["loc"])])
+        raise InvalidUpload(field, first["msg"]) from error
+
+
+def checked_spec(meta: StoredMetadata) -> JobSpec:
+    """The stored spec, validated as the worker's reader validates it."""
+    try:
+        return JobSpec.model_validate(meta.spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = f"not a valid job spec ({where}: {first['msg']})"
+        raise InvalidUpload("metadata.spec", message) from error
+
+
+def check_limits(config: StoredModelConfig, limits: Limits) -> None:
+    """The model within the deployment's depth, widths, conv blocks and classes (422 naming
+    the field)."""
+    field = "metadata.model_config"
+    if len(config.hidden) > limits.max_depth:
+        raise InvalidUpload(
+            f"{field}.hidden", f"at most {limits.max_depth} layers, got {len(config.hidden)}"
+        )
+    for i, width in enumerate(config.hidden):
+        if width > limits.max_width:
+            raise InvalidUpload(
+                f"{field}.hidden[{i}]", f"width must be in [1, {limits.max_width}], got {width}"
+            )
+    if len(config.conv) > limits.max_conv_layers:
+        raise InvalidUpload(
+            f"{field}.conv", f"at most {limits.max_conv_layers} conv blocks, got {len(config.conv)}"
+        )
+    for i, channels in enumerate(config.conv):
+        if channels > limits.max_channels:
+            raise InvalidUpload(
+                f"{field}.conv[{i}]",
+                f"channels must be in [1, {limits.max_channels}], got {channels}",
+            )
+    if config.num_classes > limits.max_classes:
+        raise InvalidUpload(
+            f"{field}.num_classes",
+            f"{config.num_classes} classes; at most max_classes ({limits.max_classes})",
+        )

@@ -1,0 +1,166 @@
+"""A pack run in this process on SQLite and local storage (``execute_pack``, what the
+``noisefa.run_pack`` task calls): every member ends as its own job with its own metrics and
+artifacts, trained as it would be alone; a cancelled member ends at once while the others
+go on, and their metrics are those of a pack nobody cancelled."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import select, update
+
+from noisefa.engine.contract.spec import parse_spec
+from noisefa.engine.run import run_job, run_jobs
+from noisefa.service.db import engine_from_settings, make_sessionmaker
+from noisefa.service.models import Artifact, Job, JobMetric
+from noisefa.service.repositories.jobs import create_job
+from noisefa.service.repositories.projects import get_or_create_project
+from noisefa.service.settings import Settings
+from noisefa.testing.db import migrated, settings_for
+from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
+from noisefa.testing.waiting import wait_for
+from noisefa.worker.execution import execute_pack
+
+QUICK = [
+    cpu_pretrain_spec(epochs=2, samples=2048, hidden=16, seed=seed, metrics=SMALL_METRICS)
+    for seed in range(3)
+]
+# Long enough (a second or so per epoch) for a cancel to land while the others still train.
+LONG = [
+    cpu_pretrain_spec(epochs=3, samples=300_000, hidden=16, seed=seed, metrics=SMALL_METRICS)
+    for seed in range(3)
+]
+DEADLINE_S = 120.0
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The worker's float sums in this process's thread count (as a test stack sets it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return migrated(settings_for(tmp_path, heartbeat_interval_s=0.5, cancel_poll_s=0.1))
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator:
+    engine = engine_from_settings(settings)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def submit(sessions, specs: list[dict]) -> list[str]:
+    with sessions() as session:
+        project = get_or_create_project(session, "packs")
+        return [create_job(session, project.id, parse_spec(s), max_attempts=3).id for s in specs]
+
+
+def row(sessions, job_id: str) -> Job:
+    with sessions() as session:
+        return session.get(Job, job_id)
+
+
+def points(sessions, job_id: str) -> dict[tuple[str, str, int], float]:
+    with sessions() as session:
+        rows = session.execute(
+            select(JobMetric.phase, JobMetric.name, JobMetric.epoch, JobMetric.value).where(
+                JobMetric.job_id == job_id
+            )
+        ).all()
+    return {(phase, name, epoch): value for phase, name, epoch, value in rows}
+
+
+def file_points(folder: Path) -> dict[tuple[str, str, int], float]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return {(p["phase"], p["name"], p["epoch"]): p["value"] for p in map(json.loads, lines)}
+
+
+def artifact_names(sessions, job_id: str) -> set[str]:
+    with sessions() as session:
+        return set(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
+
+
+def test_every_member_of_a_pack_ends_as_its_own_job_trained_as_alone(
+    settings, sessions, tmp_path: Path
+):
+    job_ids = submit(sessions, QUICK)
+    assert execute_pack(job_ids, settings) == dict.fromkeys(job_ids, "succeeded")
+    for job_id, spec in zip(job_ids, QUICK, strict=True):
+        done = row(sessions, job_id)
+        assert done.state == "succeeded" and done.attempt == 1
+        assert done.progress["phase"] == "pretrain" and done.progress["epoch"] == 2
+        names = artifact_names(sessions, job_id)
+        assert {"result.json", "metrics.jsonl", done.result["final_checkpoint"]} <= names
+        alone = run_job(parse_spec(spec), tmp_path / job_id)
+        stored = points(sessions, job_id)
+        assert stored.keys() == file_points(tmp_path / job_id).keys()
+        # A stack's bmm may round unlike a single run's (tests/engine/test_stack.py).
+        for key, value in file_points(tmp_path / job_id).items():
+            assert stored[key] == pytest.approx(value, rel=1e-5, abs=1e-4), key
+        assert done.result["final_checkpoint"] == alone["final_checkpoint"]
+    seeds = {row(sessions, job_id).result["final_metrics"]["train_loss"] for job_id in job_ids}
+    assert len(seeds) == 3, "each member trained its own seed"
+    assert not any(settings.resolved_work_dir.glob("*/attempt-*")), "scratch files left behind"
+
+
+def test_a_pack_runs_only_its_queued_members(settings, sessions):
+    job_ids = submit(sessions, QUICK)
+    with sessions() as session:  # cancelled before the pack started: never runs
+        session.execute(update(Job).where(Job.id == job_ids[0]).values(cancel_requested=True))
+        session.commit()
+    assert execute_pack(job_ids, settings) == dict.fromkeys(job_ids[1:], "succeeded")
+    assert row(sessions, job_ids[0]).state == "cancelled"
+    assert execute_pack(job_ids, settings) == {}  # a redelivered message runs nothing
+
+
+def test_a_cancelled_member_ends_at_once_and_the_others_finish_unchanged(
+    settings, sessions, tmp_path: Path
+):
+    job_ids = submit(sessions, LONG)
+    ended: dict = {}
+    pack = threading.Thread(target=lambda: ended.update(execute_pack(job_ids, settings)))
+    pack.start()
+    try:
+        cancelled = job_ids[1]
+
+        def first_epoch_stored() -> bool:
+            return any(
+                name.startswith("checkpoints/") for name in artifact_names(sessions, cancelled)
+            )
+
+        wait_for(first_epoch_stored, DEADLINE_S, "the first checkpoint", poll_s=0.05)
+        with sessions() as session:
+            session.execute(update(Job).where(Job.id == cancelled).values(cancel_requested=True))
+            session.commit()
+        wait_for(
+            lambda: row(sessions, cancelled).state == "cancelled",
+            DEADLINE_S,
+            "the cancelled member to end",
+            poll_s=0.05,
+        )
+        # It ended while the rest of its pack still trains, not when the pack ended.
+        assert {row(sessions, job_id).state for job_id in job_ids if job_id != cancelled} == {
+            "running"
+        }
+    finally:
+        pack.join(DEADLINE_S)
+    assert ended == {job_ids[0]: "succeeded", cancelled: "cancelled", job_ids[2]: "succeeded"}
+    stopped = row(sessions, cancelled)
+    assert stopped.progress["epoch"] >= 2, "its last position was written"
+    assert any(name.startswith("checkpoints/") for name in artifact_names(sessions, cancelled))
+
+    folders = [tmp_path / "uncancelled" / str(i) for i in range(len(LONG))]
+    run_jobs([parse_spec(spec) for spec in LONG], folders)
+    for job_id, folder in zip(job_ids, folders, strict=True):
+        if job_id != cancelled:
+            assert points(sessions, job_id) == file_points(folder), "others are unchanged"
