@@ -24,6 +24,12 @@ class RunCallbacks:
     def on_checkpoint(self, path: Path) -> None:
         """A checkpoint file was written completely (atomically) at ``path``."""
 
+    def on_run_end(self, outcome: dict | BaseException) -> None:
+        """The run is over for good: its ``result.json`` content, or the exception it left
+        with (:class:`RunStopped`, :class:`TrainingDiverged`). Called once, the moment it
+        leaves its stack (the stack's other runs go on after), so a caller can end a job
+        without waiting for the rest; ``run_jobs`` returns the same outcome at the end."""
+
     def should_stop(self) -> bool:
         """Polled between steps; return True to stop gracefully (checkpoint, then RunStopped)."""
         return False

@@ -48,9 +48,10 @@ class FeedbackRule:
     trains_feedback = False
 
     def feedback_shape(
-        self, weight_shape: Sequence[int], input_shape: Sequence[int], num_classes: int
+        self, weight_shape: Sequence[int], input_shape: Sequence[int], num_classes: int | None
     ) -> tuple[int, ...] | None:
-        """The buffer's shape: the weight's, or (classes, *one sample's input) if direct."""
+        """The buffer's shape: the weight's, or (classes, *one sample's input) if direct
+        (``num_classes`` is read only then)."""
         if self.buffer_name is None:
             return None
         if self.direct:

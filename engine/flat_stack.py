@@ -62,10 +62,12 @@ class FlatStack:
         """Run ``r``'s tensors (views, not copies)."""
         return [view[r] for view in self.views]
 
-    def take(self, keep: Sequence[int]) -> FlatStack:
-        """A new stack of the runs ``keep``, in that order (a member left the stack)."""
-        taken = FlatStack(len(keep), self.shapes, device=self.flat.device, dtype=self.flat.dtype)
+    def take(self, keep: Sequence[int], views: int | None = None) -> FlatStack:
+        """A new stack of the runs ``keep``, in that order (a member left the stack), of the
+        first ``views`` tensors (default: all)."""
+        shapes = self.shapes[:views]
+        taken = FlatStack(len(keep), shapes, device=self.flat.device, dtype=self.flat.dtype)
         index = torch.tensor(list(keep), device=self.flat.device)
-        for mine, theirs in zip(self.views, taken.views, strict=True):
+        for mine, theirs in zip(self.views[: len(shapes)], taken.views, strict=True):
             theirs.copy_(mine.index_select(0, index))
         return taken

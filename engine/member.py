@@ -36,6 +36,7 @@ from .datasets import Dataset
 from .metrics import evaluate, evaluate_calibrated, model_metrics, reliability_metrics
 from .model import MLP
 from .noise import NoiseSource
+from .result import write_result
 from .stacked_optim import RunOptimizerState
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ class Member:
         self.progress = Progress(phase=phases[0].name, epoch=0)
         self.metrics_log = MetricsLog(self.out_dir / "metrics.jsonl")
         self.last_checkpoint: Path | None = None
+        self.outcome: dict | BaseException | None = None  # set once, by :meth:`end`
         self.final_names = final_checkpoint_names(spec)
         self.probe: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -204,6 +206,21 @@ class Member:
             points, metrics = points + more, metrics | bins
         self.metrics_log.append(points)
         self.callbacks.on_epoch_end(phase.name, epoch, metrics)
+
+    def end(self, left: BaseException | None = None) -> dict | BaseException:
+        """End the run once: ``left`` (why it left its stack) or, when None, its result
+        (``result.json`` written). The callbacks hear it at once (``on_run_end``)."""
+        if self.outcome is None:
+            self.outcome = left or write_result(
+                self.spec, self.progress.history, self.last_checkpoint, self.out_dir
+            )
+            self.callbacks.on_run_end(self.outcome)
+        return self.outcome
+
+    @property
+    def done(self) -> bool:
+        """Every phase of the run is trained."""
+        return all(name in self.progress.phases_done for name in self.phases)
 
     def converged(self, phase: Phase) -> bool:
         """Whether the phase's ``early_stop`` rule says the run may stop after this epoch."""

@@ -85,9 +85,7 @@ class RuleLayer(nn.Module):
         self.output_error: OutputError | None = None  # set by link_rule_layers
         self.is_readout = False
         weight_shape = self.weight.shape
-        shape = self.rule.feedback_shape(
-            weight_shape, self.input_shape, num_classes or weight_shape[0]
-        )
+        shape = self.rule.feedback_shape(weight_shape, self.input_shape, num_classes)
         if shape is not None:
             # A buffer: saved in checkpoints and moved with .to(), never seen by the
             # module's optimizer (KP's trains through the stacked optimizer).
@@ -96,11 +94,14 @@ class RuleLayer(nn.Module):
             )
             self.register_buffer(self.rule.buffer_name, buffer)
         # brSF on this path: draw k of the layer is seeded (draw_seed + k·stride); k moves
-        # only in train mode, so metrics (eval mode) always see draw 0.
+        # only with a train-mode forward, so eval-mode forwards (metrics) repeat the current
+        # draw. The stacked trainer never advances it (it draws from its own generator into
+        # ``given_draw`` of a private copy), so a model it trains is measured with draw 0.
         self.draw_seed = 0
         if self.rule.redraws:
             self.draw_seed = int(torch.randint(2**62, (), generator=feedback_generator))
         self.draws_taken = 0
+        self.given_draw: torch.Tensor | None = None
 
     @property
     def feedback_buffer(self) -> torch.Tensor | None:
@@ -109,9 +110,13 @@ class RuleLayer(nn.Module):
         return None if name is None else getattr(self, name)
 
     def draw(self, *, advance: bool = False) -> torch.Tensor | None:
-        """brSF's N(0, He std²) draw of the weight's shape for one batch (else ``None``)."""
+        """brSF's N(0, He std²) draw of the weight's shape for one batch (else ``None``):
+        :attr:`given_draw` when the stacked trainer fills one each step (no host sync, so
+        the step can be captured in a CUDA graph), else the layer's own seeded draw."""
         if not self.rule.redraws:
             return None
+        if self.given_draw is not None:
+            return self.given_draw
         seed = (self.draw_seed + self.draws_taken * _DRAW_STRIDE) % 2**63
         if advance:
             self.draws_taken += 1

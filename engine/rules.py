@@ -83,6 +83,7 @@ class DirectFeedbackLinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = direct_input_grad(ctx.output_error, feedback, x)  # (..., in)
         grad_w, grad_b = _linear_grads(ctx, grad_out)
+        grad_w = grad_w if ctx.needs_input_grad[1] else None
         return grad_x, grad_w, grad_b, None, None, None
 
 

@@ -30,7 +30,6 @@ from .member import Member, Phase, derive_seed
 from .meta import MetaLoss
 from .model import MLP, build_model
 from .noise import NoiseSource
-from .result import write_result
 from .resume import common_resume, find_resume
 from .trainer import train_stack
 
@@ -130,11 +129,7 @@ def run_jobs(
         slots.append(i)
     resumes = common_resume(members, resumes)
     for i, member, left in zip(slots, members, train_stack(members, resumes), strict=True):
-        if left is None:
-            left = write_result(
-                member.spec, member.progress.history, member.last_checkpoint, member.out_dir
-            )
-        outcomes[i] = left
+        outcomes[i] = member.end(left)  # the same outcome for a run that ended early
     return outcomes
 
 

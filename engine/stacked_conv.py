@@ -1,12 +1,12 @@
 """R conv networks of one shape as one stack: stacked tensors, each run stepped in turn.
 
 The stacked trainer's interface (:class:`~.stacked_model.StackedMLP`'s): every parameter of
-R runs in one :class:`~.flat_stack.FlatStack` in the order of ``MLP.parameters()`` (then, when
-a run's rule trains its feedback, every rule layer's feedback kernel or matrix, as
-``StackedMLP`` lays them out), ``step_gradients`` writing one step's gradients into
-:attr:`grads`, and ``write_back``. Each run's step is its own single-run model's forward and
-rule backward (:mod:`.conv_layers`, :mod:`.rules`), called on that run's slice of the stack
-with :func:`torch.func.functional_call`, so every rule behaves here exactly as it does alone.
+R runs (and, with a KP run, every rule layer's feedback) in the layout of
+:class:`~.stacked_params.StackedParameters`, ``step_gradients`` writing one step's gradients
+into :attr:`grads`, and ``write_back``. Each run's step is its own single-run model's forward
+and rule backward (:mod:`.conv_layers`, :mod:`.rules`), called on that run's slice of the
+stack with :func:`torch.func.functional_call`, so every rule behaves here exactly as it does
+alone.
 
 Why a per-run loop and not one grouped convolution (``groups=R``): measured on the CPU, 1
 thread, batch 64, R = 4, a LeNet layer's forward plus both backward convolutions took
@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .feedback_rules import FEEDBACK_RULES, FeedbackRule
-from .flat_stack import FlatStack
+from .feedback_rules import FEEDBACK_RULES, FeedbackRule, he_std
 from .model import MLP
-from .stacked_model import StackedMLP
-from .stacked_rules import optimizer_views
+from .stacked_params import StackedParameters
 
 
 class RunRules:
@@ -46,49 +44,39 @@ class RunRules:
         return [g for rule, g in zip(self.rules, self.generators, strict=True) if rule.redraws]
 
 
-class StackedConvNet:
+class StackedConvNet(StackedParameters):
     """The weights of R conv networks (``params.views[k][r]``) and one step's gradients.
 
     Built from each run's :class:`~.model.MLP` (the runs' source of truth between phases and
     for metrics); each run steps a private copy of it whose parameters are the run's views of
     the stack, and :meth:`write_back` copies the stacked values (and batch-norm statistics)
-    back. ``draw_generators[r]`` seeds run ``r``'s brSF draws each step, so they resume with
-    the generator's checkpointed state.
+    back. The layout of :attr:`params` is :class:`~.stacked_params.StackedParameters`'. A
+    brSF run's draws come from ``draw_generators[r]`` each step, straight into buffers that
+    its copy's layers read (:attr:`~.rule_layer.RuleLayer.given_draw`): no host sync, and
+    they resume with the generator's checkpointed state.
     """
 
     def __init__(self, models: Sequence[MLP], draw_generators: Sequence[torch.Generator]):
-        self.runs = len(models)
-        self.replicas = [copy.deepcopy(m) for m in models]
         rules = [FEEDBACK_RULES[m.config.rule] for m in models]
-        self.trains_feedback = any(rule.trains_feedback for rule in rules)
+        super().__init__(models, rules)
+        self.replicas = [copy.deepcopy(m) for m in models]
         self.param_names = [name for name, _ in models[0].named_parameters()]
-        n = self.num_params = len(self.param_names)
-        depth = len(models[0].rule_layers)
         self.layer_names = [
             name for name, module in models[0].named_modules() if module in models[0].rule_layers
         ]
-        extra = [
-            [
-                (
-                    layer.feedback_buffer
-                    if rule.trains_feedback
-                    else torch.zeros_like(layer.weight)
-                ).detach()
-                for layer in m.rule_layers
-            ]
-            if self.trains_feedback
-            else []
-            for m, rule in zip(models, rules, strict=True)
-        ]
-        self.params = FlatStack.from_runs(
-            [
-                [p.detach() for p in m.parameters()] + own
-                for m, own in zip(models, extra, strict=True)
-            ]
-        )
-        self.grads = self.params.like()
         self.rules = RunRules(rules, draw_generators)
-        self.run_views, self.frozen_views = optimizer_views(rules, n, depth)
+        # Per redrawing run: each layer's draw buffer and its std (He × the run's scale).
+        self.draws: dict[int, list[tuple[torch.Tensor, float]]] = {}
+        for r in range(self.runs):
+            if not rules[r].redraws:
+                continue
+            layers = self.replicas[r].rule_layers
+            for layer in layers:
+                layer.given_draw = torch.zeros_like(layer.weight)
+            self.draws[r] = [
+                (layer.given_draw, he_std(layer.weight.shape, layer.feedback_scale))
+                for layer in layers
+            ]
 
     def _run_tensors(self, r: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         """Run ``r``'s parameters (and trained feedback) as leaves sharing the stack's
@@ -107,14 +95,11 @@ class StackedConvNet:
                 wrt.append(feedback)
         return leaves, wrt
 
-    def _seed_draws(self, r: int) -> None:
-        """A brSF run's draws this step come from its own generator (checkpointed)."""
-        if not self.rules[r].redraws:
-            return
+    def _draw(self, r: int) -> None:
+        """A brSF run's R for this step, from its own generator (checkpointed)."""
         generator = self.rules.generators[r]
-        for layer in self.replicas[r].rule_layers:
-            seed = torch.randint(2**62, (), generator=generator, device=generator.device)
-            layer.draw_seed, layer.draws_taken = int(seed), 0
+        for buffer, std in self.draws.get(r, ()):
+            buffer.normal_(0.0, std, generator=generator)
 
     def step_gradients(
         self, x: torch.Tensor, target: torch.Tensor
@@ -127,7 +112,7 @@ class StackedConvNet:
         logits, losses = [], []
         for r, model in enumerate(self.replicas):
             leaves, wrt = self._run_tensors(r)
-            self._seed_draws(r)
+            self._draw(r)
             with torch.enable_grad():
                 out = functional_call(model, leaves, (x[r],))  # (B, C)
                 loss = F.cross_entropy(out, target[r])
@@ -143,22 +128,8 @@ class StackedConvNet:
     def write_back(self, models: Sequence[MLP]) -> None:
         """Copy run ``r``'s slice of every stacked tensor (and its statistics) into
         ``models[r]``."""
-        n = self.num_params
-        for r, (model, replica) in enumerate(zip(models, self.replicas, strict=True)):
-            for param, view in zip(model.parameters(), self.params.views[:n], strict=True):
-                param.copy_(view[r])
-            if self.rules[r].trains_feedback:
-                for i, layer in enumerate(model.rule_layers):
-                    layer.feedback_buffer.copy_(self.params.views[n + i][r])
+        self.write_back_parameters(models)
+        for model, replica in zip(models, self.replicas, strict=True):
             for own, trained in zip(model.norms, replica.norms, strict=True):
                 for name, buffer in own.named_buffers():
                     buffer.copy_(trained.get_buffer(name))
-
-
-def stack_models(
-    models: Sequence[MLP], draw_generators: Sequence[torch.Generator]
-) -> StackedMLP | StackedConvNet:
-    """The stacked model of a stack of runs of one shape: the one place the trainer's loop
-    learns whether its runs have conv layers."""
-    stacked = StackedConvNet if models[0].config.conv else StackedMLP
-    return stacked(models, draw_generators)

@@ -7,12 +7,10 @@ the autograd engine and stacking runs both pay. The backward uses the formulas o
 ``grad_b = sum(g)``), where each run's ``M`` comes from its rule class
 (:class:`~.stacked_rules.StackedFeedback`); a direct rule (DFA) sends the output error,
 not the layer's own, through it. Batch norm's backward is the exact one, as autograd
-computes it for the single-run model. Parameters are views into one
-:class:`~.flat_stack.FlatStack` in the order of ``MLP.parameters()``, so the optimizer's
-per-parameter index (and a checkpoint's ``optim.<index>.*``) means the same in both. When a
-run's rule trains its feedback (KP), every layer's feedback buffer joins the FlatStack after
-the parameters (checkpoint index ``len(parameters) + layer``), receives the weight's
-gradient each step, and is frozen (learning rate 0) for the runs whose rule keeps it fixed.
+computes it for the single-run model. Parameters (and, with a KP run, every layer's
+feedback) are views into one flat buffer laid out by
+:class:`~.stacked_params.StackedParameters`; a trained feedback view receives the weight's
+gradient each step.
 """
 
 from __future__ import annotations
@@ -21,10 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .flat_stack import FlatStack
 from .model import MLP
 from .rules import RULES
-from .stacked_rules import StackedFeedback, optimizer_views
+from .stacked_params import StackedParameters
+from .stacked_rules import StackedFeedback
 
 # d(activation)/d(input) from the activation's output, which the forward pass keeps anyway.
 ACTIVATION_GRADS = {
@@ -34,45 +32,24 @@ ACTIVATION_GRADS = {
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
-class StackedMLP:
+class StackedMLP(StackedParameters):
     """The weights of R runs (``weights[i]``: (R, out, in)) and one step's gradients.
 
     Built from each run's :class:`~.model.MLP` (the runs' source of truth between phases
-    and for metrics); :meth:`write_back` copies the stacked values into them.
+    and for metrics); :meth:`write_back` copies the stacked values into them. The layout
+    of :attr:`params` is :class:`~.stacked_params.StackedParameters`'.
     ``draw_generators[r]`` is run ``r``'s generator of brSF draws (unused by other rules).
     """
 
     def __init__(self, models: Sequence[MLP], draw_generators: Sequence[torch.Generator]):
+        rules = [RULES[m.config.rule].rule for m in models]
+        super().__init__(models, rules)
         config = models[0].config
-        self.runs = len(models)
-        self.depth = depth = len(models[0].rule_layers)
+        depth, n = self.depth, self.num_params
         self.activation = ACTIVATIONS[config.activation]
         self.activation_grad = ACTIVATION_GRADS[config.activation]
-        rules = [RULES[m.config.rule].rule for m in models]
         assert len({rule.direct for rule in rules}) == 1, "direct rules stack only together"
         self.direct = rules[0].direct
-        self.trains_feedback = any(rule.trains_feedback for rule in rules)
-        # Each layer's rule-owned buffer (FA's fixed B, KP's B), zeros for runs without one.
-        buffers = [
-            [
-                (
-                    layer.feedback_buffer
-                    if layer.feedback_buffer is not None
-                    else torch.zeros_like(layer.weight)
-                ).detach()
-                for layer in m.rule_layers
-            ]
-            for m in models
-        ]
-        self.num_params = len(list(models[0].parameters()))
-        extra = buffers if self.trains_feedback else [[] for _ in models]
-        self.params = FlatStack.from_runs(
-            [
-                [p.detach() for p in m.parameters()] + own
-                for m, own in zip(models, extra, strict=True)
-            ]
-        )
-        self.grads = self.params.like()
         views, grads = self.params.views, self.grads.views
         self.weights, self.biases = views[0 : 2 * depth : 2], views[1 : 2 * depth : 2]
         self.weight_grads, self.bias_grads = grads[0 : 2 * depth : 2], grads[1 : 2 * depth : 2]
@@ -80,9 +57,10 @@ class StackedMLP:
         if self.batch_norm:
             norm = models[0].norms[0]
             self.bn_eps, self.bn_momentum = norm.eps, norm.momentum
-            self.bn_weights, self.bn_biases = views[2 * depth :: 2], views[2 * depth + 1 :: 2]
-            self.bn_weight_grads = grads[2 * depth :: 2]
-            self.bn_bias_grads = grads[2 * depth + 1 :: 2]
+            # Bounded by n: KP's feedback views follow the parameters.
+            self.bn_weights, self.bn_biases = views[2 * depth : n : 2], views[2 * depth + 1 : n : 2]
+            self.bn_weight_grads = grads[2 * depth : n : 2]
+            self.bn_bias_grads = grads[2 * depth + 1 : n : 2]
             self.bn_buffers = [
                 {
                     name: torch.stack([getattr(m.norms[j], name).detach() for m in models]).clone()
@@ -90,14 +68,12 @@ class StackedMLP:
                 }
                 for j in range(depth - 1)
             ]
-        n = self.num_params
         if self.trains_feedback:
-            self.feedback, self.feedback_grads = views[n:], grads[n:]
+            self.feedback, self.feedback_grads = self.feedback_views, grads[n:]
         elif any(rule.buffer_name for rule in rules):
-            self.feedback = [torch.stack([own[i] for own in buffers]) for i in range(depth)]
+            self.feedback = [torch.stack([own[i] for own in self.buffers]) for i in range(depth)]
         else:
             self.feedback = [None] * depth
-        self.run_views, self.frozen_views = optimizer_views(rules, n, depth)
         self.rules = StackedFeedback(
             rules,
             self.weights,
@@ -188,15 +164,9 @@ class StackedMLP:
     @torch.no_grad()
     def write_back(self, models: Sequence[MLP]) -> None:
         """Copy run ``r``'s slice of every stacked tensor into ``models[r]``."""
-        n = self.num_params
-        for r, model in enumerate(models):
-            for param, view in zip(model.parameters(), self.params.views[:n], strict=True):
-                param.copy_(view[r])
-            if self.trains_feedback:
-                for layer, stacked in zip(model.rule_layers, self.feedback, strict=True):
-                    if layer.feedback_buffer is not None:  # else zeros stood in for it
-                        layer.feedback_buffer.copy_(stacked[r])
-            if self.batch_norm:
+        self.write_back_parameters(models)
+        if self.batch_norm:
+            for r, model in enumerate(models):
                 for norm, buffers in zip(model.norms, self.bn_buffers, strict=True):
                     for name, stacked in buffers.items():
                         getattr(norm, name).copy_(stacked[r])

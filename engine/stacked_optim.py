@@ -116,13 +116,21 @@ class StackedOptimizer:
                 self.step_count.fill_(float(value))
 
     def take(self, keep: Sequence[int], params: FlatStack, grads: FlatStack) -> StackedOptimizer:
-        """The optimizer of the runs ``keep`` over their new stacks ``params``/``grads``."""
+        """The optimizer of the runs ``keep`` over their new stacks ``params``/``grads``.
+
+        The new layout may be shorter: a stack whose last KP run left has no feedback views
+        (:mod:`.stacked_params`); every remaining view keeps its index, so the state of the
+        first ``len(params.views)`` views carries over.
+        """
+        views = len(params.views)
+        assert params.shapes == self.params.shapes[:views], "a stack's new layout is a prefix"
         taken = StackedOptimizer.__new__(StackedOptimizer)
         taken.spec, taken.params, taken.grads = self.spec, params, grads
-        taken.lr = self.lr.take(keep)
+        taken.lr = self.lr.take(keep, views)
         taken.run_views = [self.run_views[r] for r in keep]
+        assert max(taken.run_views) <= views, "a remaining run owns views the new layout lacks"
         taken.step_count = self.step_count.clone()
-        taken.moments = {name: stack.take(keep) for name, stack in self.moments.items()}
+        taken.moments = {name: stack.take(keep, views) for name, stack in self.moments.items()}
         return taken
 
 

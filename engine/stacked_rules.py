@@ -21,8 +21,10 @@ class StackedFeedback:
     """Layer matrices for R runs: ``rules[r]`` is run ``r``'s rule.
 
     ``weights[i]`` (R, out, in) and ``buffers[i]`` (R, *buffer shape, or ``None`` when no
-    run's rule owns a buffer) are the stack's tensors (views, updated in place by the
-    optimizer); ``draw_generators[r]`` and ``scales[r]`` give run ``r``'s brSF draws.
+    run's rule owns a buffer) are the stack's tensors, read afresh each step: the weights
+    are views the optimizer updates in place, and so are the buffers when a run trains its
+    feedback (KP); otherwise the buffers are a fixed stacked copy of the runs' own.
+    ``draw_generators[r]`` and ``scales[r]`` give run ``r``'s brSF draws.
     """
 
     def __init__(
@@ -37,8 +39,9 @@ class StackedFeedback:
         self.generators = list(draw_generators)
         device = self.weights[0].device
         kinds = list(dict.fromkeys(rules))
+        ones = [1] * (self.weights[0].dim() - 1)  # a mask broadcasts over (R, *weight shape)
         self.rule_masks = [
-            (rule, torch.tensor([r is rule for r in rules], device=device).view(-1, 1, 1))
+            (rule, torch.tensor([r is rule for r in rules], device=device).view(-1, *ones))
             for rule in kinds
         ]
         self.redrawing = [r for r, rule in enumerate(rules) if rule.redraws]
@@ -70,22 +73,3 @@ class StackedFeedback:
                 mask, rule.backward_matrix(self.weights[i], self.buffers[i], draw), matrix
             )
         return matrix
-
-
-def optimizer_views(
-    rules: Sequence[FeedbackRule], num_params: int, depth: int
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """How a stack's optimizer treats the runs' views: per run, how many leading views it owns
-    in its checkpoints (its ``num_params`` parameters, plus its ``depth`` layers' feedback
-    when its rule trains it), and the (view, run) pairs to leave alone: the feedback a run's
-    rule keeps fixed, in a stack where another run's rule trains its own (then every run's
-    feedback sits after the parameters, layer by layer)."""
-    trains = any(rule.trains_feedback for rule in rules)
-    run_views = [num_params + depth if rule.trains_feedback else num_params for rule in rules]
-    frozen_views = [
-        (num_params + i, r)
-        for r, rule in enumerate(rules)
-        if trains and not rule.trains_feedback
-        for i in range(depth)
-    ]
-    return run_views, frozen_views

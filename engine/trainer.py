@@ -29,8 +29,8 @@ from .contract.errors import RunStopped, TrainingDiverged
 from .contract.spec import OptimizerSpec
 from .member import Member, Phase, derive_seed
 from .rules import RULES
-from .stacked_conv import stack_models
 from .stacked_optim import StackedOptimizer
+from .stacking import stack_models
 from .step_runner import make_step_runner
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,11 @@ class PhaseStack:
         runs = len(members)
         self.loss_sum = torch.zeros(runs, dtype=torch.float64, device=self.device)
         self.correct = torch.zeros(runs, dtype=torch.int64, device=self.device)
-        # Each run's brSF draws: its own device generator, seeded per phase, checkpointed.
+        # Each run's brSF draws: its own device generator, seeded per phase from the
+        # feedback seed (as the single-run layers' draws are), checkpointed.
         self.draws = [
             torch.Generator(device=self.device).manual_seed(
-                derive_seed(m.spec.model.seed, f"{name}/feedback")
+                derive_seed(m.spec.model.resolved_feedback_seed, f"{name}/feedback")
             )
             for m in members
         ]
@@ -273,6 +274,11 @@ class PhaseStack:
                     draw_state=self.draws[r].get_state(),
                 )
         left = {self.ids[r]: exc for r, exc in diverged.items()}
+        for r, exc in diverged.items():
+            self.members[self.ids[r]].end(exc)
+        for r in converged:  # done unless a later phase is still to train
+            if self.members[self.ids[r]].done:
+                self.members[self.ids[r]].end()
         if diverged or converged:
             self._remove([*diverged, *converged])
         return left
@@ -297,6 +303,7 @@ class PhaseStack:
             stopped[self.ids[r]] = RunStopped(
                 f"stopped in {self.name} epoch {self.epoch + 1} step {step}; checkpoint {path}"
             )
+            member.end(stopped[self.ids[r]])
         keep = [r for r in range(len(self.ids)) if r not in stopping]
         order_states[:] = [order_states[r] for r in keep]
         self._remove(stopping)

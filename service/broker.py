@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from amqp.exceptions import ChannelError
 from celery import Celery
 
 from noisefa.engine.contract.bodies import JobBody
@@ -98,17 +97,3 @@ def enqueue_finish_experiment(app: Celery, job_id: str, queue: str) -> None:
     """Put "aggregate experiment X" on ``queue`` (duplicates are harmless)."""
     assert queue in QUEUES, f"queue must be one of {QUEUES}, got {queue!r}"
     app.send_task(FINISH_EXPERIMENT_TASK, args=[job_id], queue=queue)
-
-
-def waiting_messages(app: Celery, queue: str) -> int | None:
-    """Messages waiting on ``queue`` (not those a worker already holds); None when the broker
-    cannot be asked. A queue the broker does not know (e.g. Redis restarted empty) holds 0."""
-    try:
-        with app.connection_for_write(connect_timeout=2) as connection:
-            connection.ensure_connection(max_retries=1)
-            try:
-                return connection.default_channel.queue_declare(queue, passive=True).message_count
-            except ChannelError:
-                return 0
-    except Exception:
-        return None

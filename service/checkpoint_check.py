@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,7 +43,13 @@ from noisefa.engine.contract.checkpoint_format import (
 from noisefa.engine.contract.conv_shape import conv_blocks, feature_size
 from noisefa.engine.contract.limits import Limits
 
-from .checkpoint_metadata import check_limits, checked_metadata, checked_spec
+from .checkpoint_metadata import (
+    SAFE_NAME,
+    check_limits,
+    check_matches_spec,
+    checked_metadata,
+    checked_spec,
+)
 from .npz_check import InvalidUpload
 
 CHUNK_BYTES = 1 << 20
@@ -60,7 +67,7 @@ NUMPY_DTYPES = {
     "BOOL": "?",
 }
 MODEL_DTYPE = "F32"
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
+MAX_ECHOED_DIMS = 6  # a shape is file content: a message quotes this many dimensions at most
 _BUFFER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -78,7 +85,6 @@ class CheckpointInfo:
 
     model_config: dict[str, Any]
     trained_on: str | None  # the built-in dataset it trained on; None for any other
-    tensors: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ def check_checkpoint(path: Path, limits: CheckpointLimits) -> CheckpointInfo:
         spec = checked_spec(meta)
         config = meta.model_config_
         check_limits(config, limits.limits)
+        check_matches_spec(config, spec)
         entries = _entries(header, size - data_start)
         _check_model_tensors(entries, config)
         digest = _check_values(handle, entries, data_start)
@@ -113,7 +120,6 @@ def check_checkpoint(path: Path, limits: CheckpointLimits) -> CheckpointInfo:
     return CheckpointInfo(
         model_config=config.model_dump(),
         trained_on=trained if trained in known_datasets() else None,
-        tensors=len(entries),
     )
 
 
@@ -139,6 +145,8 @@ def _read_header(handle: BinaryIO, size: int, max_header_bytes: int) -> tuple[di
         header = json.loads(handle.read(length))
     except (UnicodeDecodeError, ValueError) as error:
         raise InvalidUpload("file", "not a safetensors file: its header is not JSON") from error
+    except RecursionError as error:  # "[[[[…" deeper than the parser's stack
+        raise InvalidUpload("file", "its JSON header nests too deeply to read") from error
     if not isinstance(header, dict):
         raise InvalidUpload("file", "not a safetensors file: its header is not a JSON object")
     return header, LENGTH_BYTES + length
@@ -164,7 +172,9 @@ def _entries(header: dict[str, Any], data_bytes: int) -> list[TensorEntry]:
             raise InvalidUpload(field, "shape and data_offsets must be lists of integers ≥ 0")
         begin, end = offsets
         if end - begin != np.dtype(NUMPY_DTYPES[dtype]).itemsize * math.prod(shape):
-            raise InvalidUpload(field, f"data_offsets do not hold a {dtype} tensor of {shape}")
+            raise InvalidUpload(
+                field, f"data_offsets do not hold a {dtype} tensor of {_shape_text(shape)}"
+            )
         entries.append(TensorEntry(name, dtype, tuple(shape), begin, end))
     position = 0
     for entry in sorted(entries, key=lambda e: (e.begin, e.end)):
@@ -250,7 +260,7 @@ def _check_entry(entry: TensorEntry, shapes: set[tuple[int, ...]], dtype: str) -
         raise InvalidUpload(field, f"dtype {entry.dtype}; the model's tensor is {dtype}")
     if entry.shape not in shapes:
         wanted = " or ".join(str(list(s)) for s in sorted(shapes))
-        raise InvalidUpload(field, f"shape {list(entry.shape)}; model_config gives {wanted}")
+        raise InvalidUpload(field, f"shape {_shape_text(entry.shape)}; model_config gives {wanted}")
 
 
 def _check_values(handle: BinaryIO, entries: list[TensorEntry], data_start: int) -> str:
@@ -279,6 +289,14 @@ def _open_with_safetensors(path: Path) -> None:
             handle.keys()
     except (SafetensorError, OSError, ValueError) as error:
         raise InvalidUpload("file", "not a file the safetensors reader accepts") from error
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """A shape from the file for a message: in full when short, else its first dimensions."""
+    if len(shape) <= MAX_ECHOED_DIMS:
+        return str(list(shape))
+    head = ", ".join(str(size) for size in shape[:MAX_ECHOED_DIMS])
+    return f"[{head}, ...] ({len(shape)} dimensions)"
 
 
 def _tensor_field(name: str) -> str:

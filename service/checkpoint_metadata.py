@@ -8,6 +8,8 @@ Each refusal is an :class:`~.npz_check.InvalidUpload` naming the field (``metada
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
@@ -18,9 +20,34 @@ from noisefa.engine.contract.checkpoint_format import (
     StoredModelConfig,
 )
 from noisefa.engine.contract.limits import Limits
-from noisefa.engine.contract.spec import JobSpec
+from noisefa.engine.contract.spec import JobSpec, ModelSpec
 
 from .npz_check import InvalidUpload
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.]{1,128}$")
+"""A name from the file that may be echoed in a message: short and plain."""
+MAX_ECHOED_PARTS = 8
+"""Most parts of a location in the file that a message names."""
+MAX_MESSAGE_CHARS = 300
+"""Longest message of a validator about the file (pydantic's messages may quote it)."""
+
+
+def safe_field(prefix: str, location: Sequence[Any]) -> str:
+    """``prefix.<location>`` naming a place in the file, cut at the first part that is not a
+    short plain name or an index (keys are file content), and after a few parts."""
+    parts = [prefix]
+    for part in location[:MAX_ECHOED_PARTS]:
+        if isinstance(part, int) or SAFE_NAME.match(str(part)):
+            parts.append(str(part))
+        else:
+            break
+    return ".".join(parts)
+
+
+def _first_error(error: ValidationError, prefix: str) -> tuple[str, str]:
+    """The first error's field (:func:`safe_field`) and message (cut short)."""
+    first = error.errors(include_url=False)[0]
+    return safe_field(prefix, first["loc"]), first["msg"][:MAX_MESSAGE_CHARS]
 
 
 class _Normalisation(BaseModel):
@@ -63,6 +90,10 @@ def checked_metadata(raw: Any) -> StoredMetadata:
         document = json.loads(text)
     except ValueError as error:
         raise InvalidUpload("metadata", f"the {METADATA_KEY!r} metadata is not JSON") from error
+    except RecursionError as error:  # "[[[[…" deeper than the parser's stack
+        raise InvalidUpload(
+            "metadata", f"the {METADATA_KEY!r} metadata nests too deeply to read"
+        ) from error
     if not isinstance(document, dict):
         raise InvalidUpload("metadata", "must be a JSON object")
     version = document.get("format_version")
@@ -73,9 +104,7 @@ def checked_metadata(raw: Any) -> StoredMetadata:
     try:
         return StoredMetadata.model_validate(document)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(["metadata", *(str(part) for part in first["loc"])])
-        raise InvalidUpload(field, first["msg"]) from error
+        raise InvalidUpload(*_first_error(error, "metadata")) from error
 
 
 def checked_spec(meta: StoredMetadata) -> JobSpec:
@@ -83,10 +112,27 @@ def checked_spec(meta: StoredMetadata) -> JobSpec:
     try:
         return JobSpec.model_validate(meta.spec)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = f"not a valid job spec ({where}: {first['msg']})"
-        raise InvalidUpload("metadata.spec", message) from error
+        where, message = _first_error(error, "spec")
+        raise InvalidUpload(
+            "metadata.spec", f"not a valid job spec ({where}: {message})"
+        ) from error
+
+
+def check_matches_spec(config: StoredModelConfig, spec: JobSpec) -> None:
+    """The model config is the stored spec's ``model`` block as the engine built it
+    (``MLPConfig.from_spec``: the feedback seed resolved): a checkpoint whose two disagree
+    would train one network and report another (422 naming the config's field)."""
+    model = spec.model
+    for name in ModelSpec.model_fields:
+        if name not in StoredModelConfig.model_fields:
+            continue
+        stored = getattr(config, name)
+        wanted = model.resolved_feedback_seed if name == "feedback_seed" else getattr(model, name)
+        if stored != wanted:
+            raise InvalidUpload(
+                f"metadata.model_config.{name}",
+                f"{str(stored)[:40]}, but the stored spec's model.{name} gives {str(wanted)[:40]}",
+            )
 
 
 def check_limits(config: StoredModelConfig, limits: Limits) -> None:

@@ -8,8 +8,15 @@ Each sweep, under one database-wide lock so replicas take turns:
    re-queued together are sent as packs (:mod:`.packs`), so a killed pack comes back as one;
 2. jobs queued for longer than ``requeue_after_s`` are sent to the broker again, since their
    message may be gone (the API commits before it enqueues; Redis may restart empty) — only
-   on queues where the broker holds fewer messages than there are queued jobs, so a long
-   backlog is not flooded with duplicates;
+   those that no message waiting on their queue names (:mod:`.broker_peek` reads the
+   waiting bodies, "run pack" ones carry several ids), so a backlog is never re-sent and a
+   single lost pack among many is still noticed. Comparing counts would not do: a pack's
+   message carries many jobs (fewer messages than queued jobs with none lost), and a lower
+   bound on the messages needed (one per experiment) misses a lost pack of an experiment
+   that has others waiting. Where the bodies cannot be read (the broker is down, another
+   transport) every stale queued job of the queue is re-sent: a duplicate is harmless, the
+   database lets one attempt start. A message a worker holds is not waiting, but its job
+   leaves ``queued`` as soon as that worker starts it;
 3. expired ``Idempotency-Key`` records are deleted;
 4. experiments whose runs have all ended but which were not aggregated within
    ``experiment_sweep_after_s`` (the "aggregate" message was lost, or its worker died) are
@@ -18,7 +25,8 @@ Each sweep, under one database-wide lock so replicas take turns:
 
 Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
 moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
-one that fails to send leaves the job ``queued``, and step 2 sends it again later.
+one that fails to send leaves the job ``queued``, and step 2 sends it again later. Should
+planning the packs fail, each job is sent on its own rather than not at all.
 
 The API process runs :class:`Reaper` as a daemon thread (``reaper_enabled``), every
 ``reaper_interval_s``.
@@ -35,8 +43,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.states import JobState
 
-from .broker import enqueue_finish_experiment, waiting_messages
-from .packs import plan_packs, send_packs
+from .broker import enqueue_finish_experiment
+from .broker_peek import waiting_job_ids
+from .packs import Pack, plan_packs, send_packs
 from .periodic import PeriodicLoop
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
@@ -77,18 +86,22 @@ def _take_lock(session: Session) -> bool:
     return bool(locked)
 
 
-def _queues_missing_messages(session: Session, celery: Celery) -> list[str]:
-    """Queues whose broker holds fewer messages than the database has queued jobs.
+def _waiting_job_ids(session: Session, celery: Celery) -> dict[str, set[str] | None]:
+    """Per queue with queued jobs, the job ids its waiting messages name (None: unknown)."""
+    return {queue: waiting_job_ids(celery, queue) for queue in queued_counts(session)}
 
-    A backlog waiting on the broker is not re-sent (that would only add duplicates); a queue
-    that came back empty after a broker restart, or one the broker cannot report on, is.
-    """
-    missing = []
-    for queue, queued in queued_counts(session).items():
-        waiting = waiting_messages(celery, queue)
-        if waiting is None or waiting < queued:
-            missing.append(queue)
-    return missing
+
+def _packs_to_send(
+    session: Session, settings: Settings, to_send: list[tuple[str, str]]
+) -> list[Pack]:
+    """The packs for ``to_send``; each job alone when planning fails (a spec or an estimate
+    that raises must not leave every re-queued job unsent until the next interval)."""
+    try:
+        return plan_packs(session, settings, [job_id for job_id, _ in to_send])
+    except Exception:
+        log.exception("reaper: planning packs failed; sending each job on its own")
+        session.rollback()
+        return [Pack((job_id,), queue) for job_id, queue in to_send]
 
 
 def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> Sweep:
@@ -108,9 +121,12 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
             else:
                 done.cancelled.append(reaped.job_id)
         if _take_lock(session):
-            queues = _queues_missing_messages(session, celery)
-            if queues:
-                resent = stale_queued_jobs(session, settings.requeue_after_s, queues)  # commits
+            waiting = _waiting_job_ids(session, celery)
+            if waiting:
+                waiting_ids = set().union(*(ids for ids in waiting.values() if ids))
+                resent = stale_queued_jobs(  # commits
+                    session, settings.requeue_after_s, list(waiting), exclude=waiting_ids
+                )
                 done.resent = [job_id for job_id, _ in resent]
                 to_send += resent
         if _take_lock(session):
@@ -121,7 +137,7 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
         # An experiment's runs go back as packs: a dead pack's members resume as one stack.
-        packs = plan_packs(session, settings, [job_id for job_id, _ in to_send])
+        packs = _packs_to_send(session, settings, to_send)
     for pack in packs:
         try:
             send_packs(celery, [pack])

@@ -24,6 +24,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from noisefa.engine.contract.limits import Limits
 
+from .upload_limits import UploadLimits
+from .worker_settings import WorkerSettings
+
 ENV_PREFIX = "NOISEFA_"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "noisefa" / "data"
 # A live job's heartbeat may come late (a slow database, a long step holding the GIL): the
@@ -47,11 +50,13 @@ def _list_from_text(value: object, separator: str) -> object:
     return [item.strip() for item in text.split(separator) if item.strip()]
 
 
-class Settings(BaseSettings, Limits):
+class Settings(BaseSettings, Limits, UploadLimits, WorkerSettings):
     """Settings of every noisefa process; unset URLs default to the embedded mode.
 
     The job limits (``max_width``, ``max_depth``, ...) are inherited from :class:`Limits`,
-    so each is written once and still read from ``NOISEFA_MAX_WIDTH`` and so on.
+    so each is written once and still read from ``NOISEFA_MAX_WIDTH`` and so on; the request
+    body, upload and storage limits likewise from :class:`~.upload_limits.UploadLimits`, and
+    how a worker trains (threads, packs) from :class:`~.worker_settings.WorkerSettings`.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -129,41 +134,6 @@ class Settings(BaseSettings, Limits):
         "/metrics answers 404 (it shows every project's job counts).",
     )
 
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest JSON request body.")
-    max_upload_bytes: int = Field(200_000_000, ge=1024, description="Largest dataset upload.")
-    max_upload_uncompressed_bytes: int = Field(
-        1_000_000_000,
-        ge=1024,
-        description="Largest unpacked size of an upload's arrays, each and all together, as "
-        "the archive declares them (checked before anything is unpacked); also what a worker "
-        "holds in memory to load it. Over it: 413.",
-    )
-    max_upload_compression_ratio: float = Field(
-        200.0,
-        ge=1,
-        description="Largest unpacked/packed size ratio of one upload member over 1 MiB "
-        "(real data packs a few times; a block of zeros ~1000×). Over it: 413.",
-    )
-    max_checkpoint_bytes: int = Field(
-        500_000_000,
-        ge=1024,
-        description="Largest checkpoint upload (POST /v1/checkpoints), counted while it "
-        "arrives, before it is parsed. Over it: 413.",
-    )
-    max_checkpoint_header_bytes: int = Field(
-        16 * 2**20,
-        ge=1024,
-        description="Largest safetensors header (tensor table and metadata JSON, which holds "
-        "the metric history) of an uploaded checkpoint, checked before it is read. Over it: 413.",
-    )
-    max_project_bytes: int = Field(
-        10_000_000_000,
-        ge=0,
-        description="Stored bytes of one project, uploads (datasets and checkpoints) and job "
-        "artifacts together: an "
-        "upload that would pass it answers 413, a job submitted while the project is over "
-        "it 429. Deleting datasets or jobs frees room.",
-    )
     max_page_size: int = Field(500, ge=1, description="Largest page of a list endpoint.")
     max_concurrent_jobs: int = Field(100, ge=1, description="Unfinished jobs per project.")
     # Resource estimates (noisefa.engine.contract.estimates, formulas in docs/design.md). The
@@ -209,30 +179,6 @@ class Settings(BaseSettings, Limits):
         description="An experiment whose children all ended this long ago without being "
         "aggregated (its message was lost) is sent to aggregate again.",
     )
-    torch_threads: int | None = Field(
-        None,
-        ge=1,
-        le=1024,
-        description="CPU threads each job of a worker trains with; default: the machine's "
-        "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
-        "the node.",
-    )
-    pack_max_runs: int | None = Field(
-        None,
-        ge=1,
-        le=256,
-        description="Most runs of an experiment one worker task trains together as one stack "
-        "(a pack: runs of one network shape, dataset, batch plan and device). Default: as many "
-        "as the memory estimate fits into `pack_memory_bytes`, at most 16. `1`: every run is "
-        "a task of its own. Packs are also cut so that each live worker gets one.",
-    )
-    pack_memory_bytes: int = Field(
-        8 * 2**30,
-        ge=1,
-        description="Estimated device memory the runs of one pack may take together (bytes; "
-        "default 8 GiB), which sets the pack size when `pack_max_runs` is unset; the dataset "
-        "counts once, the rest of each run's estimate once per run.",
-    )
     mlflow_tracking_uri: str | None = Field(
         None,
         description="MLflow tracking server workers mirror every job into (a run per job, "
@@ -258,12 +204,6 @@ class Settings(BaseSettings, Limits):
     webhook_timeout_s: float = Field(
         5.0, gt=0, le=60, description="How long one webhook request may take."
     )
-
-    def threads_per_job(self, concurrency: int) -> int:
-        """``torch_threads``, else the cores shared out among ``concurrency`` jobs."""
-        if self.torch_threads is not None:
-            return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // concurrency)
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.checkpoint import final_checkpoint_names, names_to_prune
+from noisefa.engine.contract.checkpoint_format import checkpoint_upload_id
 from noisefa.engine.contract.errors import CorruptCheckpointError
 from noisefa.engine.contract.spec import JobSpec
 from noisefa.service.checksums import CorruptObjectError, file_digest, get_verified_file
@@ -75,6 +76,22 @@ def download_checkpoint(
         raise CorruptCheckpointError(
             f"checkpoint {artifact.name} is damaged in storage ({error})"
         ) from error
+
+
+def init_checkpoint_path(out_dir: Path, init: Artifact | CheckpointUpload) -> Path:
+    """Where the ``init_from`` checkpoint ``init`` is put in an attempt's folder: its file
+    name (``checkpoints/<file>`` of a job, ``checkpoint:<id>`` of an upload, with ``-`` for
+    the ``:`` that is no portable file name character)."""
+    return out_dir / "init" / init.name.rsplit("/", 1)[-1].replace(":", "-")
+
+
+def missing_init_message(init_from: str, purpose: str) -> str:
+    """Why ``init_from`` gives nothing to ``purpose`` (``start from``, ``evaluate``): the
+    upload is gone, or the job has no final checkpoint (not succeeded, or not this
+    project's)."""
+    if checkpoint_upload_id(init_from) is not None:
+        return f"init_from: {init_from} is no longer a checkpoint of this project"
+    return f"init_from: job {init_from} has no final checkpoint to {purpose}"
 
 
 def fetch_resume_checkpoint(

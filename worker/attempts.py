@@ -35,6 +35,8 @@ from .artifacts import (
     CheckpointRetention,
     download_checkpoint,
     fetch_resume_checkpoint,
+    init_checkpoint_path,
+    missing_init_message,
     upload_artifact,
 )
 from .callbacks import JobCallbacks
@@ -116,10 +118,9 @@ class AttemptRun:
         if spec.init_from and resume is None:  # a resumed run has its weights already
             if init is None:
                 return failed(
-                    FailureReason.INVALID_SPEC,
-                    f"init_from: job {spec.init_from} has no final checkpoint to start from",
+                    FailureReason.INVALID_SPEC, missing_init_message(spec.init_from, "start from")
                 )
-            self.init_checkpoint = self.out_dir / "init" / _basename(init.name)
+            self.init_checkpoint = init_checkpoint_path(self.out_dir, init)
             download_checkpoint(self.storage, init, self.init_checkpoint)
         callbacks.trackers = JobTrackers(
             job_id=attempt.job_id,
@@ -210,8 +211,3 @@ class AttemptRun:
 def _output_names(state: JobState) -> list[str]:
     """The engine's output files worth keeping for a job that ended ``state``."""
     return ["result.json", "metrics.jsonl"] if state == JobState.SUCCEEDED else ["metrics.jsonl"]
-
-
-def _basename(name: str) -> str:
-    """The file name of an artifact name (checkpoints are named ``checkpoints/<file>``)."""
-    return name.rsplit("/", 1)[-1]

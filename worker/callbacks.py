@@ -8,9 +8,9 @@ Two halves, so the training thread never waits on the database every step:
 - :class:`JobCallbacks` are the engine's hooks: ``on_progress`` only stores a tuple;
   per-epoch metrics and checkpoint uploads are written at once (they are rare and must not
   be lost); ``should_stop`` reads two flags and the clock (the time limit, :mod:`.time_limit`).
-  A run that was told to stop leaves the stack right after its stop checkpoint, so
-  ``on_stopped`` (set by the pack, :mod:`.pack_execution`) ends its job then, while the other
-  runs of its pack go on.
+  A run that stops (after its stop checkpoint), diverges or converges early leaves its stack
+  at once, and ``on_run_end`` hands its outcome to ``on_ended`` (set by the pack,
+  :mod:`.pack_execution`), which ends its job then, while the other runs of its pack go on.
 """
 
 from __future__ import annotations
@@ -59,8 +59,7 @@ class JobCallbacks(RunCallbacks):
         self.trackers: JobTrackers | None = None
         # Called once the run, told to stop, has uploaded its stop checkpoint: the engine
         # takes it off the stack then (RunCallbacks.should_stop), so its job may end now.
-        self.on_stopped: Callable[[], None] | None = None
-        self.stopping = False
+        self.on_ended: Callable[[dict | BaseException], None] | None = None
         self._epochs = 0
         self._phase_clock: tuple[float, int] | None = None  # (time, global step) at start
 
@@ -126,15 +125,16 @@ class JobCallbacks(RunCallbacks):
             )
         if not uploaded:
             self.monitor.lose_lease()
-        elif self.stopping and self.on_stopped is not None:
-            self.on_stopped()
+
+    def on_run_end(self, outcome: dict | BaseException) -> None:
+        """The run left its stack for good: end the job now (see the module docstring)."""
+        if self.on_ended is not None:
+            self.on_ended(outcome)
 
     def should_stop(self) -> bool:
         """Stop on cancel, when another attempt owns the job now, or past the time limit."""
         stop = self.monitor.cancel_seen.is_set() or self.monitor.lease_lost
-        stop = stop or (self.time_limit is not None and self.time_limit.expired)
-        self.stopping = self.stopping or stop
-        return stop
+        return stop or (self.time_limit is not None and self.time_limit.expired)
 
     def expired_time_limit(self) -> TimeLimit | None:
         """The limit a stopped run ran past; None when it stopped for a cancel (which wins:

@@ -28,7 +28,12 @@ from noisefa.service.repositories import jobs as job_repo
 from noisefa.service.settings import Settings
 from noisefa.service.storage import Storage
 
-from .artifacts import download_checkpoint, upload_artifact
+from .artifacts import (
+    download_checkpoint,
+    init_checkpoint_path,
+    missing_init_message,
+    upload_artifact,
+)
 from .uploads import local_dataset_files
 
 
@@ -46,13 +51,8 @@ def run_evaluation(
         init = repo.init_checkpoint_artifact(session, attempt.project_id, spec.init_from)
         trained_on = _training_set(session, attempt.project_id, spec.init_from, init)
     if init is None:
-        what = (
-            "is no longer a checkpoint of this project"
-            if upload_id
-            else ("has no final checkpoint to evaluate")
-        )
-        raise InvalidSpecError(f"init_from: {spec.init_from} {what}")
-    checkpoint = out_dir / "init" / init.name.rsplit("/", 1)[-1].replace(":", "-")
+        raise InvalidSpecError(missing_init_message(spec.init_from, "evaluate"))
+    checkpoint = init_checkpoint_path(out_dir, init)
     download_checkpoint(storage, init, checkpoint)  # intact, or CorruptCheckpointError
     names = spec.datasets or ([trained_on] if trained_on else [])
     dataset_files = local_dataset_files(names, attempt.project_id, settings, sessions, storage)

@@ -6,14 +6,19 @@ A single job is a pack of one, so there is one path: every attempt is prepared o
 each keeps its own folder, metrics, checkpoints, ``should_stop`` and resume point), and each
 ends as its own job. What stays each member's own:
 
-- a member that fails to set up (a dataset, an ``init_from``, a spent time limit) or
-  diverges fails alone; the engine's out-of-memory error ends the call, so it fails every
-  member that was training (``out_of_memory``; ``pack_memory_bytes`` sizes packs to fit);
-- a cancelled member (or one past its time limit) leaves the stack at its next step, and its
-  job ends as soon as its stop checkpoint is stored, while the others go on (the engine takes
-  a stopped run off the stack right after that checkpoint: ``JobCallbacks.on_stopped``);
-- one :class:`~.monitor.MonitorThread` heartbeats and polls cancel for every member still
-  running.
+- a member that fails to set up here (a dataset, an ``init_from``, a spent time limit) ends
+  at once, before the others train; the engine's out-of-memory error ends the call, so it
+  fails every member that was training (``out_of_memory``; ``pack_memory_bytes`` sizes packs
+  to fit);
+- a member that leaves the stack early ends its job at once, while the others go on (the
+  engine's ``on_run_end``, :func:`_ender`): cancelled (or past its time limit) at its next
+  step, once its stop checkpoint is stored; diverged (fails alone); converged early
+  (``train.early_stop``: succeeds with its result);
+- one :class:`~.monitor.MonitorThread` heartbeats and polls cancel for every member not yet
+  ended, also while the members are ended one by one after training (uploads and tracker
+  drains take seconds each: a member waiting for its turn must not go stale to the reaper);
+  each member is detached (its last progress written) right before its own end;
+- one member whose end raises is logged and left to the reaper; the others still end.
 
 An ``evaluate`` attempt (never in a pack: fan-out packs only training runs) is run alone.
 """
@@ -26,7 +31,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.engine.contract.errors import RunStopped
 from noisefa.engine.contract.states import JobKind, JobState
 from noisefa.engine.run import run_jobs
 from noisefa.service.repositories import execution as repo
@@ -49,22 +53,31 @@ def run_attempts(
     runs = [AttemptRun(attempt, settings, sessions, storage) for attempt in attempts]
     monitors = MonitorThread([run.monitor for run in runs], settings)
     for run in runs:
-        run.callbacks.on_stopped = _ender(run, monitors)
+        run.callbacks.on_ended = _ender(run, monitors)
     monitors.start()
     try:
-        try:
-            outcomes = _train(runs, settings)
-        finally:
-            monitors.stop()  # every member's last progress, before its end is written
-        return {run.attempt.job_id: run.finish(outcomes[i]) for i, run in enumerate(runs)}
+        outcomes = _train(runs, settings, monitors)
+        return {run.attempt.job_id: _end(run, outcomes[i], monitors) for i, run in enumerate(runs)}
     finally:
+        monitors.stop()
         for run in runs:
             run.remove_folder()
 
 
-def _train(runs: list[AttemptRun], settings: Settings) -> list[dict]:
+def _end(run: AttemptRun, outcome: dict, monitors: MonitorThread) -> JobState | None:
+    """Stop monitoring ``run`` (its last progress is written), then end its job; an end that
+    raises is logged (None: the job is left to the reaper) so the next member still ends."""
+    monitors.detach(run.monitor)
+    try:
+        return run.finish(outcome)
+    except Exception:
+        log.exception("%s: ending the job failed", run.name)
+        return None
+
+
+def _train(runs: list[AttemptRun], settings: Settings, monitors: MonitorThread) -> list[dict]:
     """Each run's outcome (``finish``'s keyword arguments): evaluations alone, the rest
-    prepared one by one, then trained as one stack."""
+    prepared one by one (one that cannot start ends at once), then trained as one stack."""
     outcomes: dict[int, dict] = {}
     ready: list[int] = []
     for i, run in enumerate(runs):
@@ -74,6 +87,7 @@ def _train(runs: list[AttemptRun], settings: Settings) -> list[dict]:
         early = run.prepare()
         if early is not None:
             outcomes[i] = early
+            _end(run, early, monitors)
         else:
             ready.append(i)
     if ready:
@@ -101,14 +115,11 @@ def _train(runs: list[AttemptRun], settings: Settings) -> list[dict]:
 
 
 def _ender(run: AttemptRun, monitors: MonitorThread):
-    """``on_stopped`` of a member: stop monitoring it and end its job now (cancelled, or
-    failed ``time_limit``), on the training thread, between two steps of the others."""
+    """``on_ended`` of a member: stop monitoring it and end its job now with the outcome the
+    engine gave (cancelled, failed ``time_limit`` or ``diverged``, or succeeded early), on the
+    training thread, between two steps of the others."""
 
-    def end_now() -> None:
-        monitors.detach(run.monitor)
-        try:
-            run.finish(run_outcome(RunStopped(run.name), run.callbacks, run.name))
-        except Exception:  # its end is written again when the pack ends
-            log.exception("%s: ending the stopped run failed", run.name)
+    def end_now(outcome: dict | BaseException) -> None:
+        _end(run, run_outcome(outcome, run.callbacks, run.name), monitors)
 
     return end_now

@@ -7,12 +7,16 @@ redelivering it is harmless (the database lets one attempt start, and refuses a 
 
 from __future__ import annotations
 
+import logging
+
 from noisefa.service.broker import FINISH_EXPERIMENT_TASK, RUN_JOB_TASK, RUN_PACK_TASK
 from noisefa.service.settings import get_settings
 
 from .celery_app import app
 from .execution import execute_job, execute_pack
 from .experiments import aggregate_if_due, finish_experiment
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True)
@@ -35,7 +39,10 @@ def run_pack(job_ids: list[str]) -> None:
         execute_pack(job_ids, settings)
     finally:
         for job_id in job_ids:
-            aggregate_if_due(job_id, settings)
+            try:
+                aggregate_if_due(job_id, settings)
+            except Exception:  # one failing check must not skip the others' experiments
+                log.exception("job %s: asking for its experiment's aggregation failed", job_id)
 
 
 @app.task(name=FINISH_EXPERIMENT_TASK, acks_late=True)

@@ -9,9 +9,20 @@ and jobs name an uploaded one ``checkpoint:<id>`` in ``init_from``.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from typing import Any
 
-from .spec import Activation, RuleName
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .spec import Activation, ModelSpec, RuleName
 
 FORMAT_VERSION = 1
 METADATA_KEY = "noisefa"
@@ -52,7 +63,12 @@ def checkpoint_ref(upload_id: str) -> str:
 
 class StoredModelConfig(BaseModel):
     """A checkpoint's ``model_config``: exactly the fields of ``engine.model.MLPConfig`` (a
-    test holds the two to the same names), so what passes here builds a model in a worker."""
+    test holds the two to the same names), so what passes here builds a model in a worker.
+
+    Every field a spec's ``model`` block has too is held to :class:`~.spec.ModelSpec`'s
+    bounds (an odd ``kernel_size`` up to 15, seeds below 2**31, ``feedback_scale`` up to
+    100, ...) by validating it there: the bounds are written once, in the spec.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,3 +83,18 @@ class StoredModelConfig(BaseModel):
     seed: int = Field(ge=0)
     feedback_seed: int = Field(ge=0)
     feedback_scale: float = Field(gt=0)
+
+    @field_validator("*")
+    @classmethod
+    def _within_model_spec(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name not in ModelSpec.model_fields:
+            return value
+        try:
+            ModelSpec.model_validate({info.field_name: value})
+        except ValidationError as error:
+            message = error.errors(include_url=False)[0]["msg"]
+            message = message.removeprefix("Value error, ")
+            raise PydanticCustomError(
+                "model_spec_bound", "{message}", {"message": message}
+            ) from None
+        return value

@@ -1,10 +1,15 @@
 """One way to take a file upload (``POST /v1/datasets``, ``POST /v1/checkpoints``).
 
 The route authenticates and takes its ``Idempotency-Key`` first (:mod:`..idempotency`), so a
-duplicate sent while a large file is still arriving is a 409, not a second upload. The file
-is then read to a temporary folder, counting bytes against the route's size limit (413 the
-moment it passes, before anything is parsed), hashed with its name for the key, validated and
-only then stored by the route's ``store``: a refused upload leaves no row and no object.
+duplicate sent while a large file is still arriving is a 409, not a second upload. What
+bounds the bytes taken in is the body-limit middleware (:mod:`..guards`): it answers 413 as
+soon as the request body passes the route's limit plus the multipart framing
+(``UPLOAD_FRAMING_BYTES`` in :mod:`..app`), while Starlette's form parser is still spooling
+the part. Once the form is parsed, the part is copied to a temporary folder and its own
+size checked against the limit (413 for a file just over it that the framing allowance let
+through), hashed with its name for the key, validated (nothing is parsed before this size
+check) and only then stored by the route's ``store``: a refused upload leaves no row and no
+object.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..checkpoint_check import CheckpointInfo, CheckpointLimits, check_checkpoint
@@ -22,6 +22,7 @@ from ..models import CheckpointIdempotencyKey, CheckpointUpload
 from ..settings import Settings
 from ..storage import Storage
 from .key_records import find_live_record
+from .stored_uploads import delete_upload_row, store_upload
 
 
 def storage_key(project_id: str, checkpoint_id: str) -> str:
@@ -47,39 +48,29 @@ def create_upload(
     info: CheckpointInfo,
     idempotency: tuple[str, str] | None = None,
 ) -> CheckpointUpload:
-    """Store a validated checkpoint: object first, then its row (and idempotency key).
-    Commits; the object is deleted again if the row cannot be committed."""
+    """Store a validated checkpoint (:func:`~.stored_uploads.store_upload`). Commits."""
     checkpoint_id = uuid.uuid4().hex
     key = storage_key(project_id, checkpoint_id)
     digest = file_digest(path)
-    storage.put_file(key, path)
-    try:
-        row = CheckpointUpload(
-            id=checkpoint_id,
+    row = CheckpointUpload(
+        id=checkpoint_id,
+        project_id=project_id,
+        filename=filename,
+        storage_key=key,
+        size=digest.size,
+        sha256=digest.sha256,
+        model_config=info.model_config,
+        trained_on=info.trained_on,
+    )
+    record = None
+    if idempotency is not None:
+        record = CheckpointIdempotencyKey(
             project_id=project_id,
-            filename=filename,
-            storage_key=key,
-            size=digest.size,
-            sha256=digest.sha256,
-            model_config=info.model_config,
-            trained_on=info.trained_on,
+            key=idempotency[0],
+            request_hash=idempotency[1],
+            checkpoint_id=checkpoint_id,
         )
-        session.add(row)
-        session.flush()
-        if idempotency is not None:
-            session.add(
-                CheckpointIdempotencyKey(
-                    project_id=project_id,
-                    key=idempotency[0],
-                    request_hash=idempotency[1],
-                    checkpoint_id=checkpoint_id,
-                )
-            )
-        session.commit()
-    except BaseException:
-        session.rollback()
-        storage.delete(key)
-        raise
+    store_upload(session, storage, key, path, row, record)
     return row
 
 
@@ -113,15 +104,5 @@ def list_uploads(session: Session, project_id: str, limit: int) -> list[Checkpoi
 
 
 def delete_upload(session: Session, storage: Storage, row: CheckpointUpload) -> None:
-    """Delete the row (its idempotency keys go with it), commit, then its object.
-
-    Row first: a failure between the two leaves an unreferenced object, never a listed
-    checkpoint without its file.
-    """
-    session.execute(
-        delete(CheckpointUpload)
-        .where(CheckpointUpload.id == row.id)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    storage.delete(row.storage_key)
+    """Delete the checkpoint's row, then its object (:func:`~.stored_uploads.delete_upload_row`)."""
+    delete_upload_row(session, storage, CheckpointUpload, row)

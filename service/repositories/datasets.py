@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from noisefa.engine.contract.catalogue import (
@@ -27,6 +27,7 @@ from ..npz_check import NpzLimits, UploadInfo, check_npz
 from ..settings import Settings
 from ..storage import Storage
 from .key_records import find_live_record
+from .stored_uploads import delete_upload_row, store_upload
 
 
 def upload_name(dataset_id: str) -> str:
@@ -59,41 +60,29 @@ def create_upload(
     info: UploadInfo,
     idempotency: tuple[str, str] | None = None,
 ) -> Dataset:
-    """Store a validated upload: object first, then its row (and idempotency key). Commits.
-
-    The object is deleted again if the row cannot be committed.
-    """
+    """Store a validated upload (:func:`~.stored_uploads.store_upload`). Commits."""
     dataset_id = uuid.uuid4().hex
     key = storage_key(project_id, dataset_id)
-    storage.put_file(key, path)
-    try:
-        dataset = Dataset(
-            id=dataset_id,
+    dataset = Dataset(
+        id=dataset_id,
+        project_id=project_id,
+        name=name,
+        storage_key=key,
+        size=path.stat().st_size,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        train_size=info.train_size,
+        test_size=info.test_size,
+    )
+    record = None
+    if idempotency is not None:
+        record = DatasetIdempotencyKey(
             project_id=project_id,
-            name=name,
-            storage_key=key,
-            size=path.stat().st_size,
-            input_shape=info.input_shape,
-            num_classes=info.num_classes,
-            train_size=info.train_size,
-            test_size=info.test_size,
+            key=idempotency[0],
+            request_hash=idempotency[1],
+            dataset_id=dataset_id,
         )
-        session.add(dataset)
-        session.flush()
-        if idempotency is not None:
-            session.add(
-                DatasetIdempotencyKey(
-                    project_id=project_id,
-                    key=idempotency[0],
-                    request_hash=idempotency[1],
-                    dataset_id=dataset_id,
-                )
-            )
-        session.commit()
-    except BaseException:
-        session.rollback()
-        storage.delete(key)
-        raise
+    store_upload(session, storage, key, path, dataset, record)
     return dataset
 
 
@@ -155,13 +144,5 @@ def missing_uploads(
 
 
 def delete_upload(session: Session, storage: Storage, dataset: Dataset) -> None:
-    """Delete the upload's row (its idempotency keys go with it), commit, then its object.
-
-    Row first: a failure between the two leaves an unreferenced object (never listed, not
-    counted), never a listed upload without its file.
-    """
-    session.execute(
-        delete(Dataset).where(Dataset.id == dataset.id).execution_options(synchronize_session=False)
-    )
-    session.commit()
-    storage.delete(dataset.storage_key)
+    """Delete the upload's row, then its object (:func:`~.stored_uploads.delete_upload_row`)."""
+    delete_upload_row(session, storage, Dataset, dataset)

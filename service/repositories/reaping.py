@@ -84,10 +84,13 @@ def reap_stale(session: Session, heartbeat_timeout_s: float) -> list[Reaped]:
 
 
 def stale_queued_jobs(
-    session: Session, older_than_s: float, queues: Collection[str] | None = None
+    session: Session,
+    older_than_s: float,
+    queues: Collection[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[tuple[str, str]]:
     """``(job_id, queue)`` of jobs queued (or last re-sent) longer ago than ``older_than_s``,
-    on ``queues`` (default all).
+    on ``queues`` (default all), but for those in ``exclude`` (a waiting message names them).
 
     Their message may have been lost (the API commits before it enqueues); the caller sends
     them again. ``updated_at`` is bumped so each is re-sent at most once per interval, and a
@@ -101,6 +104,8 @@ def stale_queued_jobs(
     rows = session.execute(query).all()
     sent = []
     for job_id, queue in rows:
+        if job_id in exclude:
+            continue
         touched = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.updated_at < cutoff)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from noisefa.service.settings import Settings
 from noisefa.testing.db import migrated, settings_for
 from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
 from noisefa.testing.waiting import wait_for
+from noisefa.worker.attempts import AttemptRun
 from noisefa.worker.execution import execute_pack
 
 QUICK = [
@@ -164,3 +166,77 @@ def test_a_cancelled_member_ends_at_once_and_the_others_finish_unchanged(
     for job_id, folder in zip(job_ids, folders, strict=True):
         if job_id != cancelled:
             assert points(sessions, job_id) == file_points(folder), "others are unchanged"
+
+
+def test_a_member_that_cannot_start_ends_at_once_while_the_others_train(settings, sessions):
+    gone = "checkpoint:deleted-upload"
+    job_ids = submit(sessions, [LONG[0], {**LONG[1], "init_from": gone}, LONG[2]])
+    ended: dict = {}
+    pack = threading.Thread(target=lambda: ended.update(execute_pack(job_ids, settings)))
+    pack.start()
+    try:
+        wait_for(
+            lambda: row(sessions, job_ids[1]).state == "failed",
+            DEADLINE_S,
+            "the member without its init_from checkpoint to fail",
+            poll_s=0.05,
+        )
+        assert {row(sessions, job_ids[0]).state, row(sessions, job_ids[2]).state} == {"running"}
+    finally:
+        pack.join(DEADLINE_S)
+    failed = row(sessions, job_ids[1])
+    assert failed.error_reason == "invalid_spec"
+    assert failed.error_message == f"init_from: {gone} is no longer a checkpoint of this project"
+    assert ended == {job_ids[0]: "succeeded", job_ids[1]: "failed", job_ids[2]: "succeeded"}
+
+
+def test_members_keep_heartbeating_while_waiting_for_their_end_and_one_failing_end_skips_none(
+    settings, sessions, monkeypatch
+):
+    job_ids = submit(sessions, QUICK)
+    first, last = job_ids[0], job_ids[-1]
+    beats: list = []
+    finish = AttemptRun._finish
+
+    def slow_failing_end(self, outcome):
+        if self.attempt.job_id != first:
+            return finish(self, outcome)
+        beats.append(row(sessions, last).heartbeat_at)
+        time.sleep(4 * settings.heartbeat_interval_s)  # an upload or a tracker drain
+        beats.append(row(sessions, last).heartbeat_at)
+        raise RuntimeError("the storage went away")
+
+    monkeypatch.setattr(AttemptRun, "_finish", slow_failing_end)
+    ended = execute_pack(job_ids, settings)
+    assert ended == {first: None, job_ids[1]: "succeeded", last: "succeeded"}
+    assert beats[1] > beats[0], "the last member went silent while the first one ended"
+    assert row(sessions, first).state == "running"  # left to the reaper, as a dead worker's
+
+
+def test_a_diverging_member_fails_at_once_while_the_others_train(settings, sessions):
+    # SGD at lr 10 with weight decay 1 multiplies each weight by -9 a step: NaN in epoch 1.
+    wild = {
+        **LONG[1],
+        "pretrain": {
+            **LONG[1]["pretrain"],
+            "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.9, "weight_decay": 1.0},
+        },
+    }
+    job_ids = submit(sessions, [LONG[0], wild, LONG[2]])
+    ended: dict = {}
+    pack = threading.Thread(target=lambda: ended.update(execute_pack(job_ids, settings)))
+    pack.start()
+    try:
+        wait_for(
+            lambda: row(sessions, job_ids[1]).state == "failed",
+            DEADLINE_S,
+            "the diverged member to fail",
+            poll_s=0.05,
+        )
+        # It ended after its first epoch, not when the pack ended.
+        assert {row(sessions, job_ids[0]).state, row(sessions, job_ids[2]).state} == {"running"}
+    finally:
+        pack.join(DEADLINE_S)
+    assert ended == {job_ids[0]: "succeeded", job_ids[1]: "failed", job_ids[2]: "succeeded"}
+    diverged = row(sessions, job_ids[1])
+    assert diverged.error_reason == "diverged", diverged.error_message

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 from sqlalchemy import func, select
 
+from noisefa.engine.contract.checkpoint_format import METADATA_KEY
 from noisefa.service.models import CheckpointUpload
 from noisefa.service.repositories.projects import project_for_key
 from noisefa.testing.checkpoint_files import read_checkpoint, rewritten, trained_checkpoint
@@ -119,6 +121,24 @@ def _wider(tensors):
     return tensors | {"model.layers.0.weight": np.zeros((9, 64), np.float32)}
 
 
+def _config(**changes):
+    """A rewrite of the metadata's model_config (the spec left as it was)."""
+    return lambda c, t: rewritten(
+        c, t, meta=lambda m: m | {"model_config": m["model_config"] | changes}
+    )
+
+
+def _nested_metadata(source: Path, target: Path) -> bytes:
+    """A checkpoint whose metadata document is ``[`` × 100000 (RecursionError in json)."""
+    tensors, _ = read_checkpoint(source)
+    save_file(tensors, str(target), metadata={METADATA_KEY: "[" * 100_000})
+    return target.read_bytes()
+
+
+def _many_dims(tensors):
+    return tensors | {"model.layers.0.weight": np.zeros((1,) * 40, np.float32)}
+
+
 HOSTILE = {
     "pickle": (lambda c, t: pickle.dumps({"model.layers.0.weight": [1.0] * 100}), 422, "file"),
     "truncated": (lambda c, t: c.read_bytes()[:-100], 422, "file"),
@@ -166,6 +186,22 @@ HOSTILE = {
         "metadata.format_version",
     ),
     "over-size": (lambda c, t: b"\0" * 3_000_001, 413, "max_checkpoint_bytes"),
+    "deeply-nested-header": (
+        lambda c, t: (100_000).to_bytes(8, "little") + b"[" * 100_000,
+        422,
+        "file",
+    ),
+    "deeply-nested-metadata": (_nested_metadata, 422, "metadata"),
+    "even-kernel-size": (_config(kernel_size=4), 422, "metadata.model_config.kernel_size"),
+    "kernel-size-over-15": (_config(kernel_size=17), 422, "metadata.model_config.kernel_size"),
+    "seed-over-2**31-1": (_config(seed=2**31), 422, "metadata.model_config.seed"),
+    "feedback-scale-over-100": (
+        _config(feedback_scale=101.0),
+        422,
+        "metadata.model_config.feedback_scale",
+    ),
+    "config-not-the-specs-model": (_config(seed=7), 422, "metadata.model_config.seed"),
+    "rule-not-the-specs-model": (_config(rule="bp"), 422, "metadata.model_config.rule"),
 }
 
 
@@ -190,3 +226,31 @@ def test_read_checkpoint_sees_what_the_engine_wrote(checkpoint):
     tensors, meta = read_checkpoint(checkpoint)
     assert tensors["model.layers.0.weight"].shape == (8, 64)
     assert meta["model_config"]["hidden"] == [8]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda m: m | {"spec": m["spec"] | {"x" * 5000: 1}}, id="long-spec-key"),
+        pytest.param(
+            lambda m: m | {"model_config": m["model_config"] | {"y" * 5000: 1}},
+            id="long-model-config-key",
+        ),
+    ],
+)
+def test_what_the_file_says_is_not_echoed_at_length(
+    client, headers, checkpoint, tmp_path, make, app, session
+):
+    response = upload(client, headers, rewritten(checkpoint, tmp_path / "long", meta=make))
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"].startswith("metadata.")
+    assert len(response.text) < 2000
+    assert stored(app, session, headers) == (0, [])
+
+
+def test_a_shape_of_many_dimensions_is_quoted_short(client, headers, checkpoint, tmp_path):
+    response = upload(client, headers, rewritten(checkpoint, tmp_path / "dims", tensors=_many_dims))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["errors"][0]["field"] == "tensors.model.layers.0.weight"
+    assert "(40 dimensions)" in problem["detail"]

@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from noisefa.engine.contract.spec import parse_spec
+from noisefa.service import reaper
 from noisefa.service.app import create_app
-from noisefa.service.broker import enqueue_job
+from noisefa.service.broker import enqueue_job, enqueue_pack
 from noisefa.service.models import Job, utcnow
 from noisefa.service.reaper import REAPER_LOCK_KEY, sweep
 from noisefa.service.repositories import execution
@@ -95,6 +96,33 @@ def test_a_backlog_still_waiting_on_the_broker_is_not_resent(tmp_path):
         for message in (tmp_path / "broker" / "queue").iterdir():
             message.unlink()  # the broker lost it
         assert sweep(app.state.sessionmaker, app.state.celery, settings).resent == [job_id]
+
+
+def test_only_the_jobs_of_a_lost_pack_are_resent_not_those_a_waiting_pack_names(app, session):
+    project = get_or_create_project(session, "lost-pack")
+    spec = parse_spec(pretrain_spec())
+    ids = [create_job(session, project.id, spec, max_attempts=1).id for _ in range(4)]
+    enqueue_pack(app.state.celery, ids[:2], "cpu")  # waiting; the pack of ids[2:] was lost
+    for job_id in ids:
+        age(session, job_id, app.state.settings.requeue_after_s + 60)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert set(done.resent) & set(ids) == set(ids[2:])
+    assert set(ids[2:]) <= set(broker.queued_job_ids("cpu"))
+
+
+def test_requeued_jobs_are_sent_one_by_one_when_planning_packs_fails(
+    app, session, job_id, monkeypatch
+):
+    def broken_plan(*args, **kwargs):
+        raise RuntimeError("an estimate that raises")
+
+    monkeypatch.setattr(reaper, "plan_packs", broken_plan)
+    broker.flush()
+    execution.start_attempt(session, job_id)
+    age(session, job_id, app.state.settings.heartbeat_timeout_s + 60)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert done.requeued == [job_id]
+    assert job_id in broker.queued_job_ids("cpu")
 
 
 def test_only_one_replica_sweeps_at_a_time(app, session, settings):

@@ -1,0 +1,47 @@
+"""How a worker trains: the CPU threads of each job, and how many of an experiment's runs
+it trains together as one pack (:mod:`.packs`).
+
+A group of :class:`~.settings.Settings` fields kept in a module of its own (``Settings``
+inherits them, so each is still read from ``NOISEFA_<NAME>``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+
+class WorkerSettings(BaseModel):
+    """Threads per job and pack sizes."""
+
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads each job of a worker trains with; default: the machine's "
+        "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
+        "the node.",
+    )
+    pack_max_runs: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Most runs of an experiment one worker task trains together as one stack "
+        "(a pack: runs of one network shape, dataset, batch plan and device). Default: as many "
+        "as the memory estimate fits into `pack_memory_bytes`, at most 16. `1`: every run is "
+        "a task of its own. Packs are also cut so that each live worker gets one.",
+    )
+    pack_memory_bytes: int = Field(
+        8 * 2**30,
+        ge=1,
+        description="Estimated device memory the runs of one pack may take together (bytes; "
+        "default 8 GiB), which sets the pack size when `pack_max_runs` is unset; the dataset "
+        "counts once, the rest of each run's estimate once per run.",
+    )
+
+    def threads_per_job(self, concurrency: int) -> int:
+        """``torch_threads``, else the cores shared out among ``concurrency`` jobs."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // concurrency)
