@@ -10,9 +10,8 @@ bytes against ``max_checkpoint_bytes``, validated without pickle and without tor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from .. import deletion, storage_quota
 from ..checkpoint_check import CheckpointInfo
@@ -26,7 +25,7 @@ from ..settings import Settings
 from .deps import CurrentProject, InFlightKeysDep, SessionDep, SettingsDep, StorageDep
 from .responses import AUTH_PROBLEMS, problem
 from .routing import SessionReleasingRoute
-from .upload_flow import UploadKind, receive_upload, refused
+from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused
 
 router = APIRouter(
     prefix="/v1/checkpoints", tags=["checkpoints"], route_class=SessionReleasingRoute
@@ -91,15 +90,7 @@ async def upload_checkpoint(
     settings: SettingsDep,
     storage: StorageDep,
     in_flight: InFlightKeysDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            max_length=255,
-            description="Same key and file → the first upload again; same key, other file → "
-            "422; same key while its first request is still in flight → 409.",
-        ),
-    ] = None,
+    idempotency_key: UploadKeyHeader = None,
 ) -> CheckpointOut:
     """Validate the checkpoint, store it under the project, and describe it."""
 

@@ -9,9 +9,8 @@ authenticating and taking its ``Idempotency-Key`` (:mod:`.upload_flow`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from .. import deletion, storage_quota
 from ..idempotency import UPLOAD_KEYS
@@ -24,7 +23,7 @@ from ..settings import Settings
 from .deps import CurrentProject, InFlightKeysDep, SessionDep, SettingsDep, StorageDep
 from .responses import AUTH_PROBLEMS, problem
 from .routing import SessionReleasingRoute
-from .upload_flow import UploadKind, receive_upload, refused
+from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionReleasingRoute)
 
@@ -85,15 +84,7 @@ async def upload_dataset(
     settings: SettingsDep,
     storage: StorageDep,
     in_flight: InFlightKeysDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            max_length=255,
-            description="Same key and file → the first upload again; same key, other file → "
-            "422; same key while its first request is still in flight → 409.",
-        ),
-    ] = None,
+    idempotency_key: UploadKeyHeader = None,
 ) -> UploadOut:
     """Validate the file, store it under the project, and describe it."""
 

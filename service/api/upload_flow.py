@@ -20,9 +20,9 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
@@ -33,6 +33,17 @@ from ..npz_check import InvalidUpload
 from ..problems import FieldError, ProblemError
 
 CHUNK = 1 << 20
+
+# The upload routes' Idempotency-Key header: one meaning for datasets and checkpoints.
+UploadKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Same key and file → the first upload again; same key, other file → "
+        "422; same key while its first request is still in flight → 409.",
+    ),
+]
 Resource = TypeVar("Resource")
 Store = Callable[[Path, str, tuple[str, str] | None], Resource]
 """``store(path, filename, (key, request hash) or None)``: validate, store, commit."""

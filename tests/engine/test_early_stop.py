@@ -7,6 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.checkpoint import load_checkpoint
 from noisefa.engine.contract.bodies import parse_job
 from noisefa.engine.contract.spec import EarlyStopSpec
@@ -119,3 +120,36 @@ def test_an_experiment_report_shows_epochs_to_converge_and_accuracy_there(tmp_pa
     assert row["fixed"]["epochs to converge"] == "-"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "epochs to converge" in markdown and "acc % at convergence" in markdown
+
+
+class Journal(RunCallbacks):
+    """Appends (run, event, epoch) to one list shared by the runs of a stack."""
+
+    def __init__(self, name: str, events: list):
+        self.name, self.events = name, events
+
+    def on_epoch_end(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
+        self.events.append((self.name, "epoch", epoch))
+
+    def on_run_end(self, outcome) -> None:
+        self.events.append((self.name, "end", outcome))
+
+
+def test_a_converged_member_is_ended_the_moment_it_leaves_not_when_the_stack_ends(
+    tmp_path, small_spec
+):
+    rule = {"patience": 1, "min_delta": 0.2}
+    stopping = small_spec(pretrain=None, train={"epochs": 6, "early_stop": rule})
+    other = small_spec(pretrain=None, model={"seed": 1}, train={"epochs": 6})
+    events: list = []
+    callbacks = [Journal("stopping", events), Journal("other", events)]
+    results = run_jobs(
+        [stopping, other], [tmp_path / "stop", tmp_path / "other"], callbacks=callbacks
+    )
+    ends = [i for i, event in enumerate(events) if event[1] == "end"]
+    assert [events[i][0] for i in ends] == ["stopping", "other"]  # each once
+    stopped_at = ends[0]
+    # The other run still trained epochs after the converged one was ended ...
+    assert ("other", "epoch", 6) in events[stopped_at:]
+    # ... and each run was ended with what run_jobs returns for it.
+    assert events[ends[0]][2] is results[0] and events[ends[1]][2] is results[1]

@@ -215,6 +215,7 @@ def test_members_keep_heartbeating_while_waiting_for_their_end_and_one_failing_e
 
 def test_a_diverging_member_fails_at_once_while_the_others_train(settings, sessions):
     # SGD at lr 10 with weight decay 1 multiplies each weight by -9 a step: NaN in epoch 1.
+    # Another optimizer is another stack, trained first here (the pack's first member).
     wild = {
         **LONG[1],
         "pretrain": {
@@ -222,21 +223,24 @@ def test_a_diverging_member_fails_at_once_while_the_others_train(settings, sessi
             "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.9, "weight_decay": 1.0},
         },
     }
-    job_ids = submit(sessions, [LONG[0], wild, LONG[2]])
+    job_ids = submit(sessions, [wild, LONG[0], LONG[2]])
     ended: dict = {}
     pack = threading.Thread(target=lambda: ended.update(execute_pack(job_ids, settings)))
     pack.start()
     try:
         wait_for(
-            lambda: row(sessions, job_ids[1]).state == "failed",
+            lambda: row(sessions, job_ids[0]).state == "failed",
             DEADLINE_S,
             "the diverged member to fail",
             poll_s=0.05,
         )
-        # It ended after its first epoch, not when the pack ended.
-        assert {row(sessions, job_ids[0]).state, row(sessions, job_ids[2]).state} == {"running"}
+        # It ended after its first epoch, before the others had trained theirs.
+        assert {row(sessions, job_ids[1]).state, row(sessions, job_ids[2]).state} == {"running"}
+        for job_id in job_ids[1:]:
+            last = LONG[0]["pretrain"]["epochs"]
+            assert ("pretrain", "train_loss", last) not in points(sessions, job_id)
     finally:
         pack.join(DEADLINE_S)
-    assert ended == {job_ids[0]: "succeeded", job_ids[1]: "failed", job_ids[2]: "succeeded"}
-    diverged = row(sessions, job_ids[1])
+    assert ended == {job_ids[0]: "failed", job_ids[1]: "succeeded", job_ids[2]: "succeeded"}
+    diverged = row(sessions, job_ids[0])
     assert diverged.error_reason == "diverged", diverged.error_message
