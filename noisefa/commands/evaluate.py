@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .run import EXIT_USAGE, load_body
+from .run import EXIT_USAGE, add_local_arguments, load_body
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,21 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run an evaluate body (init_from: a checkpoint file) locally and write "
         "result.json and the accuracy-vs-severity plot.",
     )
-    parser.add_argument("body", type=Path, help="Evaluate body file (.json, .yaml or .yml).")
-    parser.add_argument("--out", type=Path, required=True, help="Output folder.")
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "cuda", "auto"),
-        default=None,
-        help="Override the body's device.",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="Folder of torchvision datasets (default: $NOISEFA_DATA_DIR, else "
-        "~/.cache/noisefa/data).",
-    )
+    add_local_arguments(parser, "body", "Evaluate body")
     parser.set_defaults(func=evaluate_command)
 
 

@@ -69,20 +69,16 @@ class ProgressBarCallbacks(RunCallbacks):
             self.bar = None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``run`` verb."""
-    parser = subparsers.add_parser(
-        "run",
-        help="Run a job locally (resumes when DIR holds its checkpoint).",
-        description="Run a job spec locally and write metrics, checkpoints and result.json.",
-    )
-    parser.add_argument("spec", type=Path, help="Job spec file (.json, .yaml or .yml).")
+def add_local_arguments(parser: argparse.ArgumentParser, what: str, label: str) -> None:
+    """The arguments of a verb that runs a body in this process (``run``, ``evaluate``): the
+    body file, ``--out``, ``--device`` and ``--data-dir``."""
+    parser.add_argument(what, type=Path, help=f"{label} file (.json, .yaml or .yml).")
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     parser.add_argument(
         "--device",
         choices=("cpu", "cuda", "auto"),
         default=None,
-        help="Override the spec's device.",
+        help=f"Override the {what}'s device.",
     )
     parser.add_argument(
         "--data-dir",
@@ -91,6 +87,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Folder of torchvision datasets (default: $NOISEFA_DATA_DIR, else "
         "~/.cache/noisefa/data).",
     )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``run`` verb."""
+    parser = subparsers.add_parser(
+        "run",
+        help="Run a job locally (resumes when DIR holds its checkpoint).",
+        description="Run a job spec locally and write metrics, checkpoints and result.json.",
+    )
+    add_local_arguments(parser, "spec", "Job spec")
     parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
     parser.set_defaults(func=run_command)
 

@@ -25,33 +25,18 @@ from ..settings import Settings
 from .deps import CurrentProject, InFlightKeysDep, SessionDep, SettingsDep, StorageDep
 from .responses import AUTH_PROBLEMS, problem
 from .routing import SessionReleasingRoute
-from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused
+from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused, upload_body
 
 router = APIRouter(
     prefix="/v1/checkpoints", tags=["checkpoints"], route_class=SessionReleasingRoute
 )
 
-UPLOAD_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "contentMediaType": "application/octet-stream",
-                        "description": "A noisefa checkpoint (`.safetensors`, as `noisefa run` "
-                        "and jobs write them): model tensors matching its metadata's "
-                        "`model_config`, finite values, and the `noisefa` metadata JSON "
-                        "(format version, spec, model config, progress).",
-                    }
-                },
-            }
-        }
-    },
-}
+UPLOAD_BODY = upload_body(
+    "A noisefa checkpoint (`.safetensors`, as `noisefa run` "
+    "and jobs write them): model tensors matching its metadata's "
+    "`model_config`, finite values, and the `noisefa` metadata JSON "
+    "(format version, spec, model config, progress)."
+)
 """The documented body of ``POST /v1/checkpoints`` (the route parses it itself)."""
 
 

@@ -23,30 +23,15 @@ from ..settings import Settings
 from .deps import CurrentProject, InFlightKeysDep, SessionDep, SettingsDep, StorageDep
 from .responses import AUTH_PROBLEMS, problem
 from .routing import SessionReleasingRoute
-from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused
+from .upload_flow import UploadKeyHeader, UploadKind, receive_upload, refused, upload_body
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=SessionReleasingRoute)
 
-UPLOAD_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "string",
-                        "contentMediaType": "application/octet-stream",
-                        "description": "A `.npz` (no pickled objects) with numeric `x_train` "
-                        "(N, ...), integer `y_train` (N,), `x_test` (M, ...), `y_test` (M,) "
-                        "and optionally `num_classes`; labels in [0, classes).",
-                    }
-                },
-            }
-        }
-    },
-}
+UPLOAD_BODY = upload_body(
+    "A `.npz` (no pickled objects) with numeric `x_train` "
+    "(N, ...), integer `y_train` (N,), `x_test` (M, ...), `y_test` (M,) "
+    "and optionally `num_classes`; labels in [0, classes)."
+)
 """The documented body of ``POST /v1/datasets`` (the route parses it itself)."""
 
 

@@ -34,6 +34,19 @@ from ..problems import FieldError, ProblemError
 
 CHUNK = 1 << 20
 
+
+def upload_body(file_description: str) -> dict:
+    """The OpenAPI ``requestBody`` of an upload route: a multipart form with one ``file``
+    part (the routes parse the form themselves, so it is documented here)."""
+    part = {
+        "type": "string",
+        "contentMediaType": "application/octet-stream",
+        "description": file_description,
+    }
+    schema = {"type": "object", "required": ["file"], "properties": {"file": part}}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
 # The upload routes' Idempotency-Key header: one meaning for datasets and checkpoints.
 UploadKeyHeader = Annotated[
     str | None,

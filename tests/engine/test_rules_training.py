@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from noisefa.engine.checkpoint import latest_checkpoint, load_checkpoint
 from noisefa.engine.run import run_job, run_jobs
 from noisefa.testing.fashion import fashion_split
+from noisefa.testing.waiting import wait_for
 
 from .test_stack import KILLED_STACK, assert_same_metrics, final_weights, points
 
@@ -60,11 +60,12 @@ def test_killed_brsf_kp_and_dfa_runs_resume_exactly(tmp_path, small_spec):
         json.dumps([str(p) for p in killed]),
     ]
     process = subprocess.Popen([sys.executable, "-c", KILLED_STACK, *args])
-    deadline = time.monotonic() + 120
-    while not all(latest_checkpoint(p) for p in killed[:2]):  # brsf + kp share a stack
+
+    def checkpointed() -> bool:  # brsf + kp share a stack
         assert process.poll() is None, "the stack finished before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
+        return all(latest_checkpoint(p) for p in killed[:2])
+
+    wait_for(checkpointed, 120, "a checkpoint of every killed run", poll_s=0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert "pretrain" in latest_checkpoint(killed[0]).name, "killed mid-run"
