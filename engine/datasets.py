@@ -25,6 +25,7 @@ from .contract.catalogue import (
     known_datasets,
 )
 from .contract.errors import DatasetUnavailableError
+from .idx import idx_file, read_idx
 from .npz import read_npz
 
 # A dataset's standardisation statistics: (per-channel means, per-channel stds).
@@ -181,46 +182,75 @@ def _missing_message(name: str, folder: Path, files: list[str]) -> str:
 
 def _load_torchvision(name: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, ...]:
     """A torchvision set from ``data_dir`` as normalised tensors (no PIL, no per-sample loop);
-    fetched from the network first when ``download`` is true."""
-    import torchvision.datasets as tv
-
+    fetched from the network first when ``download`` is true. The MNIST family, when its
+    files (or their ``.gz`` releases) are all there, is read by :mod:`.idx` without
+    importing torchvision."""
     entry = TORCHVISION_SETS[name]
     folder = data_dir / entry.folder
+    if entry.files == MNIST_FILES and not download:
+        paths = [idx_file(folder, f) for f in entry.files]
+        if None in paths:
+            missing = [f"{f}(.gz)" for f, path in zip(entry.files, paths, strict=True) if not path]
+            raise DatasetUnavailableError(_missing_message(name, folder, missing))
+        return _load_idx(name, paths)
     present = [f for f in entry.files if (folder / f).is_file()]
-    # MNIST-like sets also accept the release's .gz files: torchvision checks their MD5
-    # and extracts them itself, with no network access when they are all present.
-    gz_ready = entry.files == MNIST_FILES and all(
-        (folder / f"{f}.gz").is_file() for f in entry.files
-    )
-    if len(present) < len(entry.files) and not gz_ready and not download:
+    if len(present) < len(entry.files) and not download:
         missing = [f for f in entry.files if f not in present]
-        if entry.files == MNIST_FILES:
-            missing = [f"{f}(.gz)" for f in missing]
         raise DatasetUnavailableError(_missing_message(name, folder, missing))
+    import torchvision.datasets as tv
+
     cls = getattr(tv, entry.class_name)
-    fetch = download or (gz_ready and len(present) < len(entry.files))
     try:
         if name == "stl10":
-            train, test = (cls(str(data_dir), split=s, download=fetch) for s in ("train", "test"))
+            splits = (cls(str(data_dir), split=s, download=download) for s in ("train", "test"))
         else:
-            train, test = (cls(str(data_dir), train=t, download=fetch) for t in (True, False))
+            splits = (cls(str(data_dir), train=t, download=download) for t in (True, False))
+        train, test = splits
     except (RuntimeError, OSError, ValueError) as exc:
         raise DatasetUnavailableError(f"dataset {name!r} in {folder} is unreadable: {exc}") from exc
-    mean = torch.tensor(entry.mean).view(-1, 1, 1)
-    std = torch.tensor(entry.std).view(-1, 1, 1)
-    splits = []
+    tensors = []
     for ds in (train, test):
-        x = _images_as_tensor(name, ds.data)  # (N, C, H, W) in [0, 1]
         labels = ds.labels if name == "stl10" else ds.targets
-        splits += [(x - mean) / std, torch.as_tensor(np.asarray(labels), dtype=torch.int64)]
+        tensors += [
+            _normalised(name, ds.data),
+            torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+        ]
+    return tuple(tensors)
+
+
+def _load_idx(name: str, paths: list[Path]) -> tuple[torch.Tensor, ...]:
+    """Train and test images and labels of an MNIST-family set from its four IDX files
+    (:data:`MNIST_FILES` order), checked against the set's image shape and classes."""
+    entry = TORCHVISION_SETS[name]
+    train_x, train_y, test_x, test_y = (
+        read_idx(path, 3 if k % 2 == 0 else 1) for k, path in enumerate(paths)
+    )
+    splits = []
+    for images, labels in ((train_x, train_y), (test_x, test_y)):
+        if images.shape[1:] != entry.input_shape[1:] or len(labels) != len(images):
+            raise DatasetUnavailableError(
+                f"dataset {name!r}: {len(images)} images of {images.shape[1:]} and "
+                f"{len(labels)} labels, expected one label per {entry.input_shape[1:]} image"
+            )
+        if labels.size and int(labels.max()) >= entry.num_classes:
+            raise DatasetUnavailableError(
+                f"dataset {name!r}: a label is {int(labels.max())}, beyond its "
+                f"{entry.num_classes} classes"
+            )
+        splits += [_normalised(name, images), torch.from_numpy(labels.astype(np.int64))]
     return tuple(splits)
 
 
-def _images_as_tensor(name: str, data) -> torch.Tensor:
-    """Images in NCHW float32 in [0, 1] from a torchvision set's raw ``data`` array."""
+def _normalised(name: str, data) -> torch.Tensor:
+    """A set's raw uint8 images as NCHW float32, standardised by its published statistics
+    (``(pixel / 255 - mean) / std`` per channel), computed in place."""
+    entry = TORCHVISION_SETS[name]
     x = torch.as_tensor(np.asarray(data))
     if name in ("cifar10", "cifar100"):
         x = x.permute(0, 3, 1, 2)  # stored NHWC
     elif x.ndim == 3:
         x = x.unsqueeze(1)  # grey: (N, H, W) -> (N, 1, H, W)
-    return x.float().div_(255.0).contiguous()
+    x = x.float().div_(255.0).contiguous()
+    mean = torch.tensor(entry.mean).view(-1, 1, 1)
+    std = torch.tensor(entry.std).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)

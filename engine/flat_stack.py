@@ -1,9 +1,9 @@
 """A list of stacked tensors (R, *shape) that are views into one flat buffer.
 
 The stacked trainer keeps every parameter of R runs, their gradients and the optimizer's
-state in this layout: each tensor is contiguous (so ``bmm`` can write into it), and the
-whole set is one flat tensor, so the optimizer's elementwise update is a handful of kernels
-however many layers there are. Run ``r``'s slice of tensor ``k`` is ``views[k][r]``.
+state in this layout: each tensor is contiguous (so ``bmm`` can write into it), and so is
+each run's slice of it, ``views[k][r]``, which is what the fused optimizer updates
+(:mod:`.stacked_optim`). Checkpoints and stack changes copy whole runs in and out.
 """
 
 from __future__ import annotations
@@ -50,13 +50,6 @@ class FlatStack:
     def like(self) -> FlatStack:
         """A zero stack of the same layout (gradients, optimizer moments)."""
         return FlatStack(self.runs, self.shapes, device=self.flat.device, dtype=self.flat.dtype)
-
-    def fill_per_run(self, values: Sequence[float]) -> FlatStack:
-        """Set every element of run ``r`` to ``values[r]`` (a per-run learning rate)."""
-        per_run = torch.tensor(values, dtype=self.flat.dtype, device=self.flat.device)
-        for view in self.views:
-            view.copy_(per_run.view(-1, *([1] * (view.dim() - 1))).expand_as(view))
-        return self
 
     def run(self, r: int) -> list[torch.Tensor]:
         """Run ``r``'s tensors (views, not copies)."""

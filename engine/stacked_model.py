@@ -25,8 +25,9 @@ from .stacked_params import StackedParameters
 from .stacked_rules import StackedFeedback
 
 # d(activation)/d(input) from the activation's output, which the forward pass keeps anyway.
+# ReLU's is autograd's own kernel: one pass, where ``grad * (out > 0)`` is two and a cast.
 ACTIVATION_GRADS = {
-    "relu": lambda grad, out: grad * (out > 0),
+    "relu": lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0),
     "tanh": lambda grad, out: grad * (1 - out * out),
 }
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}

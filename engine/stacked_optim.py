@@ -1,12 +1,15 @@
 """Adam and SGD over a stack of runs, each run with its own learning rate.
 
-Both act elementwise, so a stacked parameter's state is exactly each run's own state; with
-every parameter in one :class:`~.flat_stack.FlatStack` the update is a dozen kernels on one
-flat tensor, with no host sync (the step count lives on the device). torch's fused
-optimizers take one learning rate, hence this small implementation of the same update as
-``torch.optim.Adam`` / ``SGD`` (L2 weight decay, no dampening, no Nesterov, no amsgrad).
-Per-run state converts to and from torch's ``optimizer.state_dict()["state"]`` layout, so
-checkpoints stay what :mod:`.checkpoint` has always written.
+Both act elementwise, so a stacked parameter's state is exactly each run's own state. The
+update is torch's own fused kernel (``_fused_adam_`` / ``_fused_sgd_``, what
+``torch.optim.Adam(fused=True)`` and ``SGD(fused=True)`` call): one pass over every tensor
+instead of a dozen elementwise kernels, with no host sync (the step count lives on the
+device). The kernels take one learning rate, so each call gets the runs that share one, as
+a list of their per-run slices; a run's slices are the same tensors whatever stack it is
+in, so its update does not depend on its stack-mates. Same hyperparameters as the torch
+optimizers (L2 weight decay, no dampening, no Nesterov, no amsgrad). Per-run state converts
+to and from torch's ``optimizer.state_dict()["state"]`` layout, so checkpoints stay what
+:mod:`.checkpoint` has always written.
 
 A Kolen-Pollack run's feedback ``B`` is one more parameter here: it is handed ``W``'s
 gradient, so "the same update" means the same gradient through the same optimizer and
@@ -32,9 +35,9 @@ ADAM_EPS = 1e-8  # torch.optim.Adam's default, which every job has trained with
 class StackedOptimizer:
     """One phase's optimizer for every run of a stack (runs differ only in ``lr``).
 
-    ``frozen`` lists (view, run) pairs that never move (learning rate 0: a fixed feedback
-    matrix sharing the layout of a trained one); ``run_views[r]`` is how many leading views
-    run ``r`` owns in its checkpoints (default: all).
+    ``frozen`` lists (view, run) pairs that never move (a fixed feedback matrix sharing the
+    layout of a trained one): they are left out of the update. ``run_views[r]`` is how many
+    leading views run ``r`` owns in its checkpoints (default: all).
     """
 
     def __init__(
@@ -49,9 +52,8 @@ class StackedOptimizer:
     ):
         self.spec = spec
         self.params, self.grads = params, grads
-        self.lr = params.like().fill_per_run(lrs)
-        for view, run in frozen:
-            self.lr.views[view][run].zero_()
+        self.lrs = list(lrs)
+        self.frozen = set(frozen)
         self.run_views = list(run_views or [len(params.views)] * params.runs)
         device = params.flat.device
         # Steps taken (float32, as torch keeps Adam's ``step``); equal for every run of a stack.
@@ -61,30 +63,59 @@ class StackedOptimizer:
             self.moments = {"exp_avg": params.like(), "exp_avg_sq": params.like()}
         elif spec.momentum:
             self.moments = {"momentum_buffer": params.like()}
+        self._group()
+
+    def _group(self) -> None:
+        """Per distinct learning rate: its runs' slices of the parameters, gradients and
+        moments, in one order (view by view, run by run), for one fused call each."""
+        self.groups: dict[float, dict[str, list[torch.Tensor]]] = {}
+        stacks = {"params": self.params, "grads": self.grads, **self.moments}
+        for k in range(len(self.params.views)):
+            for r, lr in enumerate(self.lrs):
+                if (k, r) in self.frozen:
+                    continue
+                group = self.groups.setdefault(lr, {name: [] for name in stacks})
+                for name, stack in stacks.items():
+                    group[name].append(stack.views[k][r])
 
     @torch.no_grad()
     def step(self) -> None:
         """Apply one update from :attr:`grads` to :attr:`params`."""
-        spec, p, g = self.spec, self.params.flat, self.grads.flat
-        if spec.weight_decay:
-            g = g.add(p, alpha=spec.weight_decay)
+        spec = self.spec
         self.step_count.add_(1)
-        if spec.name == "adam":
-            beta1, beta2 = spec.betas
-            m, v = self.moments["exp_avg"].flat, self.moments["exp_avg_sq"].flat
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            step = self.step_count.double()
-            step_size = (1 - torch.pow(beta1, step)).reciprocal().float()  # 1 / bias_c1
-            bias2_sqrt = (1 - torch.pow(beta2, step)).sqrt().float()
-            denom = v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
-            p.sub_(m.div(denom).mul_(self.lr.flat).mul_(step_size))
-            return
-        if spec.momentum:
-            buf = self.moments["momentum_buffer"].flat
-            buf.mul_(spec.momentum).add_(g)
-            g = buf
-        p.sub_(g * self.lr.flat)
+        for lr, group in self.groups.items():
+            if spec.name == "adam":
+                beta1, beta2 = spec.betas
+                torch._fused_adam_(
+                    group["params"],
+                    group["grads"],
+                    group["exp_avg"],
+                    group["exp_avg_sq"],
+                    [],
+                    [self.step_count] * len(group["params"]),
+                    lr=lr,
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=spec.weight_decay,
+                    eps=ADAM_EPS,
+                    amsgrad=False,
+                    maximize=False,
+                )
+            else:
+                torch._fused_sgd_(
+                    group["params"],
+                    group["grads"],
+                    group.get("momentum_buffer", []),
+                    weight_decay=spec.weight_decay,
+                    momentum=spec.momentum,
+                    lr=lr,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    # A zero buffer times momentum, plus the gradient, is the gradient:
+                    # torch's first-step copy, so no step needs to be told apart.
+                    is_first_step=False,
+                )
 
     def run_state(self, r: int) -> dict[int, dict[str, Any]]:
         """Run ``r``'s state in ``torch.optim`` layout: parameter index → {name: tensor}."""
@@ -126,11 +157,14 @@ class StackedOptimizer:
         assert params.shapes == self.params.shapes[:views], "a stack's new layout is a prefix"
         taken = StackedOptimizer.__new__(StackedOptimizer)
         taken.spec, taken.params, taken.grads = self.spec, params, grads
-        taken.lr = self.lr.take(keep, views)
+        taken.lrs = [self.lrs[r] for r in keep]
+        position = {old: new for new, old in enumerate(keep)}
+        taken.frozen = {(k, position[r]) for k, r in self.frozen if r in position and k < views}
         taken.run_views = [self.run_views[r] for r in keep]
         assert max(taken.run_views) <= views, "a remaining run owns views the new layout lacks"
         taken.step_count = self.step_count.clone()
         taken.moments = {name: stack.take(keep, views) for name, stack in self.moments.items()}
+        taken._group()
         return taken
 
 
