@@ -3,10 +3,10 @@
 API, once with the runs packed (``NOISEFA_PACK_MAX_RUNS`` unset: one pack of 9) and once
 with ``NOISEFA_PACK_MAX_RUNS=1`` (9 tasks, one after another), alternating, in one stack.
 
-    python benchmarks/bench_packed.py --epochs 10 --rounds 2
+    python benchmarks/bench_packed.py --epochs 10 --rounds 2 [--threads 2]
 
 starts its own stack (a fresh Postgres database, the benchmarks' Redis database, local
-storage in a temporary folder, the API and one worker with one torch thread) and tears it
+storage in a temporary folder, the API and one worker with ``--threads`` torch threads) and tears it
 down after. Reports each mode's wall time from submit to the aggregated report, where it
 went (the runs' busy time, the time between runs, the report after the last run), and the
 unpacked / packed ratio.
@@ -71,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="data epochs of every run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each mode, alternating")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="the worker's torch threads (NOISEFA_TORCH_THREADS)"
+    )
     args = parser.parse_args(argv)
 
     body = comparison_body(epochs=args.epochs, device="cpu")
     runs = len(body["conditions"]) * len(body["seeds"])
     timings: dict[str, list[Timing]] = {mode: [] for mode in MODES}
     with benchmark_stack("noisefa_bench_packed") as stack:
+        stack.env["NOISEFA_TORCH_THREADS"] = str(args.threads)
         for round_ in range(args.rounds):
             for mode, pack_max_runs in MODES.items():
                 use_mode(stack, pack_max_runs)
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     median = {mode: statistics.median(t.wall for t in ts) for mode, ts in timings.items()}
     print(
-        f"{runs} runs, {args.epochs} epochs, 1 worker: unpacked {median['unpacked']:.1f} s, "
+        f"{runs} runs, {args.epochs} epochs, 1 worker of {args.threads} thread(s): "
+        f"unpacked {median['unpacked']:.1f} s, "
         f"packed {median['packed']:.1f} s (medians): {median['unpacked'] / median['packed']:.2f}x "
         "less wall time packed",
         flush=True,

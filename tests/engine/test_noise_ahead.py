@@ -7,11 +7,19 @@ import threading
 import pytest
 import torch
 
+from noisefa.engine import batches
 from noisefa.engine.batches import NoiseBatches
 from noisefa.engine.contract.spec import NoiseSpec
 from noisefa.engine.noise import NoiseSource
 
 BATCH, SAMPLES = 8, 20  # batches of 8, 8 and 4 per epoch
+
+
+@pytest.fixture(autouse=True)
+def draw_small_batches_ahead(monkeypatch, request):
+    """These batches are far below the size worth a thread; draw them ahead anyway."""
+    if "real_threshold" not in request.node.name:
+        monkeypatch.setattr(batches, "AHEAD_MIN_VALUES", 0)
 
 
 def sources(labels: str = "uniform") -> list[NoiseSource]:
@@ -90,3 +98,15 @@ def test_a_stack_that_loses_a_run_keeps_the_others_streams():
     for size in epoch_sizes()[1:]:
         assert torch.equal(ahead.next(size)[0], in_place.next(size)[0])
     ahead.close()
+
+
+def test_small_batches_are_drawn_in_place_at_the_real_threshold():
+    small = NoiseBatches(sources(), BATCH, SAMPLES, ahead=True)  # 3 × 8 × 6 values
+    assert small.executor is None
+    small.start_epoch()
+    small.next(BATCH)
+    assert small.ahead is None
+    wide = [NoiseSource(NoiseSpec(), (784,), 10, generator=torch.Generator().manual_seed(0))]
+    large = NoiseBatches(wide, 64, 640, ahead=True)  # 64 × 784 values
+    assert large.executor is not None
+    large.close()
