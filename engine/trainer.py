@@ -158,12 +158,7 @@ class PhaseStack:
         if plan.dataset is not None:
             self.source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
         else:
-            self.source = NoiseBatches(
-                [phase.noise for phase in self.phases],
-                plan.batch_size,
-                plan.samples_per_epoch,
-                ahead=self.device.type == "cpu",
-            )
+            self.source = NoiseBatches([phase.noise for phase in self.phases])
         self.runners: dict[int, object] = {}
         self.epoch = self.step = 0
         if any(resume is not None for resume in resumes):
@@ -200,12 +195,6 @@ class PhaseStack:
     # --------------------------------------------------------------------------------- loop
     def run(self) -> dict[int, BaseException]:
         """Train the phase; the members (by index) that left the stack, and why."""
-        try:
-            return self._epochs()
-        finally:
-            self.source.close()
-
-    def _epochs(self) -> dict[int, BaseException]:
         plan, left = self.plan, {}
         while self.ids and self.epoch < plan.epochs:
             order_states = [g.get_state() for g in self.orders]  # redraws this epoch's order
@@ -252,7 +241,6 @@ class PhaseStack:
         """Copy weights back, measure and checkpoint each run; diverged runs leave (with
         why), converged runs (``train.early_stop``) leave having finished the phase."""
         plan, samples = self.plan, self.plan.samples_per_epoch
-        self.source.settle()  # the generators as saved: nothing drawn ahead
         models = [self.members[i].model for i in self.ids]
         self.model.write_back(models)
         losses = (self.loss_sum / samples).tolist()
@@ -299,7 +287,6 @@ class PhaseStack:
         self, stopping: list[int], step: int, order_states: list[torch.Tensor]
     ) -> dict[int, BaseException]:
         """Checkpoint the runs that asked to stop mid-epoch, then take them off the stack."""
-        self.source.settle()
         self.model.write_back([self.members[i].model for i in self.ids])
         stopped: dict[int, BaseException] = {}
         for r in stopping:
