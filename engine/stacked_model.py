@@ -53,6 +53,11 @@ class StackedMLP(StackedParameters):
         self.direct = rules[0].direct
         views, grads = self.params.views, self.grads.views
         self.weights, self.biases = views[0 : 2 * depth : 2], views[1 : 2 * depth : 2]
+        # The forward's operands, as views made once: the optimizer updates the weights in
+        # place, so these stay current, and a step of small layers is mostly per-op cost.
+        self.weights_t = [w.transpose(1, 2) for w in self.weights]  # (R, in, out)
+        self.bias_rows = [b.unsqueeze(1) for b in self.biases]  # (R, 1, out)
+        self.minus_ones: dict[torch.Size, torch.Tensor] = {}  # the targets' -1, per shape
         self.weight_grads, self.bias_grads = grads[0 : 2 * depth : 2], grads[1 : 2 * depth : 2]
         self.batch_norm = config.batch_norm
         if self.batch_norm:
@@ -100,7 +105,7 @@ class StackedMLP(StackedParameters):
         for i in range(self.depth):
             inputs.append(h)
             # (R, B, in) @ (R, in, out) + (R, 1, out) -> (R, B, out)
-            h = torch.baddbmm(self.biases[i].unsqueeze(1), h, self.weights[i].transpose(1, 2))
+            h = torch.baddbmm(self.bias_rows[i], h, self.weights_t[i])
             if i < last:
                 if self.batch_norm:
                     h, xhat, rstd = self._norm_forward(i, h)
@@ -113,7 +118,9 @@ class StackedMLP(StackedParameters):
         if target.dim() == 2:
             index = target.unsqueeze(2)  # (R, B, 1)
             losses = -log_probs.gather(2, index).squeeze(2).mean(1)  # (R,)
-            grad.scatter_add_(2, index, torch.full_like(index, -1, dtype=grad.dtype))
+            if index.shape not in self.minus_ones:
+                self.minus_ones[index.shape] = torch.full_like(index, -1, dtype=grad.dtype)
+            grad.scatter_add_(2, index, self.minus_ones[index.shape])
         else:
             losses = -(target * log_probs).sum(2).mean(1)  # (R,)
             grad.sub_(target)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +40,19 @@ def make_small_spec(**overrides) -> JobSpec:
 def small_spec():
     """The factory :func:`make_small_spec` (keyword overrides merge into its blocks)."""
     return make_small_spec
+
+
+SHARED_FASHION = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture
+def fashion_data_dir(tmp_path: Path) -> Path:
+    """A data folder holding the shared Fashion-MNIST release files (``.gz``) where a
+    ``FashionMNIST`` set is looked for; skips when ``shared/`` lacks them."""
+    if not SHARED_FASHION.is_dir():
+        pytest.skip(f"{SHARED_FASHION} is absent")
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in SHARED_FASHION.glob("*-ubyte.gz"):
+        shutil.copy(path, raw / path.name)
+    return tmp_path

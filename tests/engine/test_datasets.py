@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,6 @@ import torch
 
 from noisefa.engine.contract.errors import DatasetUnavailableError
 from noisefa.engine.datasets import dataset_info, load_dataset
-
-SHARED_FASHION = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 
 
 def test_digits_has_a_fixed_stratified_split_normalised_on_the_train_split():
@@ -103,13 +100,8 @@ def test_a_torchvision_set_without_a_data_folder_says_so(monkeypatch, tmp_path):
         load_dataset("mnist")
 
 
-@pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason=f"{SHARED_FASHION} is absent")
-def test_fashion_mnist_loads_from_a_data_folder_of_release_files(tmp_path):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for path in SHARED_FASHION.glob("*-ubyte.gz"):
-        shutil.copy(path, raw / path.name)
-    data = load_dataset("fashion_mnist", tmp_path)
+def test_fashion_mnist_loads_from_a_data_folder_of_release_files(fashion_data_dir):
+    data = load_dataset("fashion_mnist", fashion_data_dir)
     assert data.x_train.shape == (60_000, 1, 28, 28) and data.x_test.shape == (10_000, 1, 28, 28)
     assert torch.equal(torch.bincount(data.y_test), torch.full((10,), 1000))
     assert data.x_train.mean().item() == pytest.approx(0.0, abs=0.01)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ from noisefa.engine.contract.catalogue import MNIST_FILES
 from noisefa.engine.contract.errors import DatasetUnavailableError
 from noisefa.engine.datasets import load_dataset
 from noisefa.engine.idx import read_idx
-
-SHARED_FASHION = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -47,14 +44,11 @@ def write_set(folder: Path, train: int = 20, test: int = 10, *, gz: bool = False
     return raw
 
 
-@pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason=f"{SHARED_FASHION} is absent")
-def test_fashion_mnist_is_bitwise_what_torchvision_reads(tmp_path):
+def test_fashion_mnist_is_bitwise_what_torchvision_reads(fashion_data_dir):
     import torchvision.datasets as tv
 
+    tmp_path = fashion_data_dir
     raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for path in SHARED_FASHION.glob("*-ubyte.gz"):
-        shutil.copy(path, raw / path.name)
     ours = load_dataset("fashion_mnist", tmp_path)  # from the .gz files, nothing extracted
     assert sorted(p.name for p in raw.iterdir()) == sorted(f"{f}.gz" for f in MNIST_FILES)
     # torchvision extracts the .gz files itself (no network: they are all there).
