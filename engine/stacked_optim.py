@@ -77,6 +77,8 @@ class StackedOptimizer:
                 group = self.groups.setdefault(lr, {name: [] for name in stacks})
                 for name, stack in stacks.items():
                     group[name].append(stack.views[k][r])
+        for group in self.groups.values():  # the kernels read one step count per tensor
+            group["steps"] = [self.step_count] * len(group["params"])
 
     @torch.no_grad()
     def step(self) -> None:
@@ -92,7 +94,7 @@ class StackedOptimizer:
                     group["exp_avg"],
                     group["exp_avg_sq"],
                     [],
-                    [self.step_count] * len(group["params"]),
+                    group["steps"],
                     lr=lr,
                     beta1=beta1,
                     beta2=beta2,
