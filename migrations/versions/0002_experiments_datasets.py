@@ -1,8 +1,9 @@
 """Experiments and uploads: the experiment cell of child jobs, an index to find an
 experiment's children, and the project's uploaded datasets with their idempotency keys.
 
-Runs on Postgres and SQLite (column changes go through batch mode, which SQLite needs to
-drop a column).
+Runs on Postgres and SQLite. The column is dropped in place (SQLite 3.35+), not by batch
+mode's copy of the table: dropping ``jobs`` to copy it would cascade to every row that
+references a job.
 
 Revision ID: 0002
 Revises: 0001
@@ -79,5 +80,4 @@ def downgrade() -> None:
     op.drop_index("ix_datasets_project_created", table_name="datasets")
     op.drop_table("datasets")
     op.drop_index("ix_jobs_parent", table_name="jobs")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("condition")
+    op.drop_column("jobs", "condition")

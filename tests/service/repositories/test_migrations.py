@@ -83,9 +83,12 @@ def test_0002_upgrades_from_0001_and_downgrades_back(empty_database, tmp_path):
     upgrade(settings, "0002")
     assert tables(empty_database) == TABLES_0005 - {"workers"} - WEBHOOK_TABLES
     assert "condition" in columns(empty_database, "jobs")
+    insert_legacy_rows(empty_database)
     downgrade(settings, "0001")
     assert tables(empty_database) == TABLES_0001
     assert "condition" not in columns(empty_database, "jobs")
+    (row,) = artifact_rows(empty_database)  # the column went without copying jobs
+    assert (row["job_id"], row["name"]) == ("j", "result.json")
 
 
 def columns(url: str, table: str) -> set[str]:
@@ -106,6 +109,16 @@ LEGACY_ROWS = (
 )
 
 
+def insert_legacy_rows(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in LEGACY_ROWS:
+                connection.execute(text(statement), {"now": datetime.now(UTC)})
+    finally:
+        engine.dispose()
+
+
 def artifact_rows(url: str) -> list[dict]:
     engine = make_engine(url)
     try:
@@ -119,13 +132,7 @@ def artifact_rows(url: str) -> list[dict]:
 def test_0003_adds_artifact_checksums_keeping_rows_and_downgrades_back(empty_database, tmp_path):
     settings = settings_for(tmp_path, database_url=empty_database)
     upgrade(settings, "0002")
-    engine = make_engine(empty_database)
-    try:
-        with engine.begin() as connection:  # rows from before checksums were kept
-            for statement in LEGACY_ROWS:
-                connection.execute(text(statement), {"now": datetime.now(UTC)})
-    finally:
-        engine.dispose()
+    insert_legacy_rows(empty_database)  # rows from before checksums were kept
     upgrade(settings, "0003")
     (row,) = artifact_rows(empty_database)
     assert row["sha256"] is None and (row["name"], row["size"]) == ("result.json", 2)
