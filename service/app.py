@@ -23,6 +23,7 @@ from .broker import make_celery
 from .db import engine_from_settings, make_sessionmaker
 from .event_hub import EventHub
 from .guards import BodyLimitMiddleware, NulGuardMiddleware
+from .held_jobs import Packer
 from .idempotency import InFlightKeys
 from .job_body import DeploymentLimits
 from .json_guard import check_json_body
@@ -57,7 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        reaper = webhooks = None
+        reaper = webhooks = packer = None
+        if settings.pack_window_s > 0:  # held standalone jobs: only this loop sends them
+            packer = Packer(app.state.sessionmaker, app.state.celery, settings)
+            packer.start()
         if settings.reaper_enabled:
             reaper = Reaper(app.state.sessionmaker, app.state.celery, settings)
             reaper.start()
@@ -75,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reaper.stop()
             if webhooks is not None:
                 webhooks.stop()
+            if packer is not None:
+                packer.stop()
             engine.dispose()
 
     app = FastAPI(

@@ -6,7 +6,8 @@ see docs/design.md). A pack is transient: its message carries the member job ids
 database knows nothing of it; each member stays an ordinary job (its own row, attempt,
 lease, state, metrics and artifacts).
 
-Runs pack together when they are children of one experiment, on one queue, with one
+Runs pack together when they are children of one experiment (or, with ``pack_window_s``
+set, standalone runs of one project: :mod:`.held_jobs`), on one queue, with one
 :func:`~noisefa.engine.contract.packing.pack_key`. Each such group is cut into packs of
 ``pack_size(runs, max_runs, live workers of the queue)``: at most ``pack_max_runs`` (unset:
 what the memory estimate fits into ``pack_memory_bytes``), and no more than needed for every
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from celery import Celery
 from pydantic import ValidationError
@@ -36,7 +38,7 @@ from noisefa.engine.contract.spec import JobSpec, parse_spec
 from noisefa.engine.contract.states import JobKind
 
 from .broker import enqueue_job, enqueue_pack
-from .models import Job
+from .models import Job, utcnow
 from .repositories.workers import live_workers_per_queue
 from .resource_check import dataset_sizes
 from .settings import Settings
@@ -80,7 +82,8 @@ def plan_packs(session: Session, settings: Settings, job_ids: Sequence[str]) -> 
             singles.append(Pack((job_id,), row.queue))
             continue
         specs[job_id] = spec
-        groups.setdefault((row.parent_id, row.queue, pack_key(spec)), []).append(job_id)
+        owner = ("experiment", row.parent_id) if row.parent_id else ("project", row.project_id)
+        groups.setdefault((owner, row.queue, pack_key(spec)), []).append(job_id)
     packs = list(singles)
     if not groups:
         return packs
@@ -96,6 +99,19 @@ def plan_packs(session: Session, settings: Settings, job_ids: Sequence[str]) -> 
     return packs
 
 
+def plan_packs_or_singles(
+    session: Session, settings: Settings, jobs: Sequence[tuple[str, str]], sender: str
+) -> list[Pack]:
+    """:func:`plan_packs` for ``jobs`` (``(job_id, queue)``); each job alone when planning
+    fails (a spec or an estimate that raises must not leave every job unsent)."""
+    try:
+        return plan_packs(session, settings, [job_id for job_id, _ in jobs])
+    except Exception:
+        log.exception("%s: planning packs failed; sending each job on its own", sender)
+        session.rollback()
+        return [Pack((job_id,), queue) for job_id, queue in jobs]
+
+
 def send_packs(celery: Celery, packs: Sequence[Pack]) -> None:
     """Send each pack: "run job X" for a pack of one, "run pack [X, Y, ...]" otherwise."""
     for pack in packs:
@@ -105,10 +121,39 @@ def send_packs(celery: Celery, packs: Sequence[Pack]) -> None:
             enqueue_pack(celery, list(pack.job_ids), pack.queue)
 
 
+def send_each(celery: Celery, packs: Sequence[Pack], sender: str) -> list[Pack]:
+    """Send every pack, the ones after a failed one too; the packs sent. One that fails is
+    logged and its jobs stay queued: the reaper sends them again after ``requeue_after_s``."""
+    sent = []
+    for pack in packs:
+        try:
+            send_packs(celery, [pack])
+        except Exception:
+            log.warning("%s: could not enqueue %s; will retry", sender, pack.job_ids, exc_info=True)
+        else:
+            sent.append(pack)
+    return sent
+
+
+def hold_until(kind: str, settings: Settings) -> datetime | None:
+    """Until when a new standalone job of ``kind`` waits unsent for others to join its pack
+    (``pack_window_s`` from now); None: it is sent at once."""
+    if not _packs_standalone(settings) or kind not in PACKABLE_KINDS:
+        return None
+    return utcnow() + timedelta(seconds=settings.pack_window_s)
+
+
+def _packs_standalone(settings: Settings) -> bool:
+    return settings.pack_window_s > 0 and settings.pack_max_runs != 1
+
+
 def _packable_spec(row, settings: Settings) -> JobSpec | None:
-    """The run's spec when it may join a pack: an experiment's pretrain or train run whose
-    stored spec is still valid (an invalid one runs alone, to fail with its own message)."""
-    if settings.pack_max_runs == 1 or row.parent_id is None or row.kind not in PACKABLE_KINDS:
+    """The run's spec when it may join a pack: a pretrain or train run of an experiment (or
+    standalone, when those pack) whose stored spec is still valid (an invalid one runs alone,
+    to fail with its own message)."""
+    if settings.pack_max_runs == 1 or row.kind not in PACKABLE_KINDS:
+        return None
+    if row.parent_id is None and not _packs_standalone(settings):
         return None
     try:
         return parse_spec(row.spec, settings.limits)

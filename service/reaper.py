@@ -45,7 +45,7 @@ from noisefa.engine.contract.states import JobState
 
 from .broker import enqueue_finish_experiment
 from .broker_peek import waiting_job_ids
-from .packs import Pack, plan_packs, send_packs
+from .packs import plan_packs_or_singles, send_each
 from .periodic import PeriodicLoop
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
@@ -91,19 +91,6 @@ def _waiting_job_ids(session: Session, celery: Celery) -> dict[str, set[str] | N
     return {queue: waiting_job_ids(celery, queue) for queue in queued_counts(session)}
 
 
-def _packs_to_send(
-    session: Session, settings: Settings, to_send: list[tuple[str, str]]
-) -> list[Pack]:
-    """The packs for ``to_send``; each job alone when planning fails (a spec or an estimate
-    that raises must not leave every re-queued job unsent until the next interval)."""
-    try:
-        return plan_packs(session, settings, [job_id for job_id, _ in to_send])
-    except Exception:
-        log.exception("reaper: planning packs failed; sending each job on its own")
-        session.rollback()
-        return [Pack((job_id,), queue) for job_id, queue in to_send]
-
-
 def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> Sweep:
     """Run one sweep now; see the module docstring for its steps."""
     done = Sweep()
@@ -137,13 +124,8 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
         # An experiment's runs go back as packs: a dead pack's members resume as one stack.
-        packs = _packs_to_send(session, settings, to_send)
-    for pack in packs:
-        try:
-            send_packs(celery, [pack])
-        except Exception:
-            # Still queued in the database: the next sweep past requeue_after_s sends it.
-            log.warning("reaper: could not enqueue %s; will retry", pack.job_ids, exc_info=True)
+        packs = plan_packs_or_singles(session, settings, to_send, "reaper")
+    send_each(celery, packs, "reaper")
     for job_id, queue in stalled:
         try:
             enqueue_finish_experiment(celery, job_id, queue)

@@ -7,7 +7,8 @@ the problem that names it; a new rule (resource estimates) is one more function 
 :func:`check_submission`.
 
 A job is committed before it is put on the broker, so a failed enqueue loses nothing (the
-reaper re-queues jobs that never started).
+reaper re-queues jobs that never started). With ``pack_window_s`` set, a standalone training
+run is stored held and not sent: :mod:`.held_jobs` sends it with the runs that pack with it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .broker import enqueue_job
 from .dataset_access import refused_datasets
 from .idempotency import JOB_KEYS, InFlightKeys
 from .models import Job, Project
+from .packs import hold_until
 from .problems import FieldError, ProblemError
 from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
@@ -48,7 +50,8 @@ def submit_job(
     in_flight: InFlightKeys,
     idempotency_key: str | None = None,
 ) -> Job:
-    """Store ``spec`` as a queued job of ``project`` and enqueue it; with an
+    """Store ``spec`` as a queued job of ``project`` and enqueue it (unless it is held for a
+    pack: :func:`~.packs.hold_until`); with an
     ``idempotency_key``, the key's first job instead when it has one (not enqueued again)."""
     if not idempotency_key:
         job = _store(session, project, spec, settings, None)
@@ -65,6 +68,8 @@ def submit_job(
             )
         if not created:
             return job
+    if job.hold_until is not None:
+        return job
     try:
         enqueue_job(celery, job.id, job.queue)
     except Exception:
@@ -165,5 +170,10 @@ def _store(
     """Check the rules, then store the queued job (and its key). Commits."""
     check_submission(session, project, spec, settings)
     return job_repo.create_job(
-        session, project.id, spec, max_attempts=settings.max_attempts, idempotency=idempotency
+        session,
+        project.id,
+        spec,
+        max_attempts=settings.max_attempts,
+        idempotency=idempotency,
+        hold_until=hold_until(spec.kind, settings),
     )

@@ -1,5 +1,5 @@
-"""How a worker trains: the CPU threads of each job, and how many of an experiment's runs
-it trains together as one pack (:mod:`.packs`).
+"""How a worker trains: the CPU threads of each job, and which runs it trains together as one
+pack (:mod:`.packs`): how many, and how long a standalone run waits for others to join.
 
 A group of :class:`~.settings.Settings` fields kept in a module of its own (``Settings``
 inherits them, so each is still read from ``NOISEFA_<NAME>``).
@@ -38,6 +38,15 @@ class WorkerSettings(BaseModel):
         description="Estimated device memory the runs of one pack may take together (bytes; "
         "default 8 GiB), which sets the pack size when `pack_max_runs` is unset; the dataset "
         "counts once, the rest of each run's estimate once per run.",
+    )
+    pack_window_s: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="Seconds a standalone pretrain or train job waits, queued and unsent, "
+        "for jobs of its project submitted close by that pack with it (as an experiment's "
+        "runs do); then the API sends them as packs. 0 (default): every standalone job is "
+        "sent at once, on its own.",
     )
 
     def threads_per_job(self, concurrency: int) -> int:

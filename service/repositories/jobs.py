@@ -40,13 +40,15 @@ def create_job(
     *,
     max_attempts: int,
     idempotency: tuple[str, str] | None = None,
+    hold_until: datetime | None = None,
 ) -> Job:
     """Insert a queued job, its first ``state`` event and its idempotency key. Commits.
 
     ``idempotency`` is ``(key, request_hash)``; a concurrent duplicate makes the commit raise
-    ``IntegrityError`` (the caller answers with the first job).
+    ``IntegrityError`` (the caller answers with the first job). ``hold_until``: the job waits
+    unsent for a pack until then (:mod:`..held_jobs`).
     """
-    job = new_job(project_id, spec, max_attempts=max_attempts)
+    job = new_job(project_id, spec, max_attempts=max_attempts, hold_until=hold_until)
     session.add(job)
     session.flush()
     add_event(session, job.id, "state", state_event_data(JobState.QUEUED, 0))

@@ -1,6 +1,6 @@
 """What the reaper sweeps: jobs whose worker died (stale heartbeats) and queued jobs whose
-broker message may be lost. Every move is a conditional UPDATE, so sweeps from several
-replicas move each job once.
+broker message may be lost; and the held standalone jobs due to be sent as packs. Every move
+is a conditional UPDATE, so sweeps from several replicas move each job once.
 """
 
 from __future__ import annotations
@@ -94,11 +94,14 @@ def stale_queued_jobs(
 
     Their message may have been lost (the API commits before it enqueues); the caller sends
     them again. ``updated_at`` is bumped so each is re-sent at most once per interval, and a
-    duplicate message is harmless: ``start_attempt`` lets one attempt start. Commits.
+    duplicate message is harmless: ``start_attempt`` lets one attempt start. A job held for a
+    pack (``hold_until``) has had no message yet, so none was lost: not included. Commits.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
-    query = select(Job.id, Job.queue).where(Job.state == JobState.QUEUED, Job.updated_at < cutoff)
+    query = select(Job.id, Job.queue).where(
+        Job.state == JobState.QUEUED, Job.updated_at < cutoff, Job.hold_until.is_(None)
+    )
     if queues is not None:
         query = query.where(Job.queue.in_(list(queues)))
     rows = session.execute(query).all()
@@ -116,6 +119,31 @@ def stale_queued_jobs(
             sent.append((job_id, queue))
     session.commit()
     return sent
+
+
+def release_held_jobs(session: Session) -> list[tuple[str, str]]:
+    """``(job_id, queue)`` of the queued jobs whose ``hold_until`` has passed, oldest first,
+    each no longer held from now on (the caller sends them). ``updated_at`` is bumped, so
+    the reaper re-sends one whose message is then lost only after ``requeue_after_s``.
+    Commits."""
+    now = utcnow()
+    rows = session.execute(
+        select(Job.id, Job.queue)
+        .where(Job.state == JobState.QUEUED, Job.hold_until <= now)
+        .order_by(Job.created_at, Job.id)
+    ).all()
+    released = []
+    for job_id, queue in rows:
+        touched = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.hold_until <= now)
+            .values(hold_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if touched.rowcount == 1:
+            released.append((job_id, queue))
+    session.commit()
+    return released
 
 
 def queued_counts(session: Session) -> dict[str, int]:

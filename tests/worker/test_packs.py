@@ -4,13 +4,11 @@ from the real Redis broker (no worker consumes that database)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from noisefa.engine.contract.estimates import Network, builtin_sizes, estimate_job
 from noisefa.engine.contract.experiment_spec import ExperimentSpec
@@ -28,7 +26,6 @@ from noisefa.service.repositories import experiments as experiment_repo
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.service.repositories.workers import register_worker
-from noisefa.service.settings import Settings
 from noisefa.testing import broker
 from noisefa.testing.db import migrated, settings_for
 from noisefa.testing.specs import cpu_pretrain_spec, experiment_spec, train_body
@@ -125,25 +122,10 @@ def fanned_out(tmp_path: Path, body: dict, *, workers: int, **settings: Any) -> 
         assert execute_job(parent, config) is None  # the experiment waits on its runs
         with sessions() as session:
             children = {job.id: job.spec for job in experiment_repo.children(session, parent)}
-        return sent_messages(config), children
+        return broker.waiting_messages("cpu", config.broker_url), children
     finally:
         engine.dispose()
         broker.flush(config.broker_url)
-
-
-def sent_messages(settings: Settings) -> list[tuple[str, list]]:
-    """``(task name, args)`` of every message waiting on the cpu queue, oldest first."""
-    client = redis.Redis.from_url(settings.broker_url)
-    try:
-        raw = client.lrange("cpu", 0, -1)
-    finally:
-        client.close()
-    messages = []
-    for item in reversed(raw):  # kombu pushes on the left
-        message = json.loads(item)
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        messages.append((message["headers"]["task"], args))
-    return messages
 
 
 def nine_runs(**base: Any) -> dict:

@@ -189,3 +189,15 @@ def test_0006_adds_the_checkpoint_upload_tables_and_downgrades_back(empty_databa
     assert "checkpoint_id" in columns(empty_database, "checkpoint_idempotency_keys")
     downgrade(settings, "0005")
     assert tables(empty_database) == TABLES_0005
+
+
+def test_0007_adds_jobs_hold_until_and_downgrades_back_keeping_every_row(empty_database, tmp_path):
+    settings = settings_for(tmp_path, database_url=empty_database)
+    upgrade(settings, "0006")
+    insert_legacy_rows(empty_database)  # a job and a row that cascades from it
+    upgrade(settings, "0007")
+    assert "hold_until" in columns(empty_database, "jobs")
+    downgrade(settings, "0006")
+    assert "hold_until" not in columns(empty_database, "jobs")
+    (row,) = artifact_rows(empty_database)  # the column went without copying jobs
+    assert (row["job_id"], row["name"]) == ("j", "result.json")

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from noisefa.engine.contract.spec import parse_spec
-from noisefa.service import reaper
+from noisefa.service import packs
 from noisefa.service.app import create_app
 from noisefa.service.broker import enqueue_job, enqueue_pack
 from noisefa.service.models import Job, utcnow
@@ -116,7 +116,7 @@ def test_requeued_jobs_are_sent_one_by_one_when_planning_packs_fails(
     def broken_plan(*args, **kwargs):
         raise RuntimeError("an estimate that raises")
 
-    monkeypatch.setattr(reaper, "plan_packs", broken_plan)
+    monkeypatch.setattr(packs, "plan_packs", broken_plan)
     broker.flush()
     execution.start_attempt(session, job_id)
     age(session, job_id, app.state.settings.heartbeat_timeout_s + 60)
