@@ -2,8 +2,10 @@
 (BP, FA, FA after noise pretraining × 3 seeds, 64-100-10 on digits) submitted through the
 API, once with the runs packed (``NOISEFA_PACK_MAX_RUNS`` unset: one pack of 9) and once
 with ``NOISEFA_PACK_MAX_RUNS=1`` (9 tasks, one after another), alternating, in one stack.
+With ``--standalone`` the same 9 runs are submitted as standalone jobs, packed by the API's
+``NOISEFA_PACK_WINDOW_S`` (1 s) or not (unset: each sent at once).
 
-    python benchmarks/bench_packed.py --epochs 10 --rounds 2 [--threads 2]
+    python benchmarks/bench_packed.py --epochs 10 --rounds 2 [--threads 2] [--standalone]
 
 starts its own stack (a fresh Postgres database, the benchmarks' Redis database, local
 storage in a temporary folder, the API and one worker with ``--threads`` torch threads) and tears it
@@ -21,11 +23,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from noisefa.engine.contract.bodies import parse_job
+from noisefa.engine.contract.experiment_spec import child_body
 from noisefa.engine.contract.presets import comparison_body
 from noisefa.service.models import Job
 from noisefa.testing.stack import Stack, benchmark_stack
 
 MODES = {"unpacked": "1", "packed": None}  # NOISEFA_PACK_MAX_RUNS
+STANDALONE_MODES = {"unpacked": None, "packed": "1"}  # NOISEFA_PACK_WINDOW_S
 
 
 @dataclass
@@ -33,19 +38,24 @@ class Timing:
     wall: float  # submit → experiment succeeded
     first_start: float  # submit → the first run started (fan-out, message, worker start)
     runs_span: float  # the first run's start → the last run's end
-    tail: float  # the last run's end → the report
+    tail: float | None  # the last run's end → the report (an experiment's)
 
 
-def use_mode(stack: Stack, pack_max_runs: str | None) -> None:
-    """One fresh worker whose environment sets (or leaves unset) ``pack_max_runs``."""
+def use_setting(stack: Stack, name: str, value: str | None, *, api: bool = False) -> None:
+    """A fresh worker (and API, with ``api``) whose environment sets (or leaves unset)
+    ``NOISEFA_<name>``."""
     stack.use_workers(0)
-    stack.env.pop("NOISEFA_PACK_MAX_RUNS", None)
-    if pack_max_runs is not None:
-        stack.env["NOISEFA_PACK_MAX_RUNS"] = pack_max_runs
+    stack.env.pop(f"NOISEFA_{name}", None)
+    if value is not None:
+        stack.env[f"NOISEFA_{name}"] = value
+    if api:
+        stack.stop_api()
+        stack.start_api()
     stack.use_workers(1)
 
 
 def run_once(stack: Stack, body: dict) -> Timing:
+    """The experiment ``body``: submit → succeeded, and where the time went."""
     submitted = time.time()
     start = time.perf_counter()
     job_id = stack.submit(body)
@@ -67,6 +77,26 @@ def run_once(stack: Stack, body: dict) -> Timing:
     )
 
 
+def run_standalone(stack: Stack, bodies: list[dict]) -> Timing:
+    """The runs ``bodies`` as standalone jobs: the first submit → the last one succeeded."""
+    submitted = time.time()
+    start = time.perf_counter()
+    job_ids = [stack.submit(body) for body in bodies]
+    jobs = stack.wait_terminal(job_ids, 3600)
+    wall = time.perf_counter() - start
+    failed = [job for job in jobs.values() if job.state != "succeeded"]
+    if failed:
+        raise RuntimeError(f"a run ended {failed[0].state}: {failed[0].error_message}")
+    first = min(job.started_at for job in jobs.values())
+    last = max(job.finished_at for job in jobs.values())
+    return Timing(
+        wall=wall,
+        first_start=first.timestamp() - submitted,
+        runs_span=(last - first).total_seconds(),
+        tail=None,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="data epochs of every run")
@@ -74,27 +104,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="the worker's torch threads (NOISEFA_TORCH_THREADS)"
     )
+    parser.add_argument(
+        "--standalone", action="store_true", help="submit the runs as standalone jobs"
+    )
     args = parser.parse_args(argv)
 
     body = comparison_body(epochs=args.epochs, device="cpu")
-    runs = len(body["conditions"]) * len(body["seeds"])
-    timings: dict[str, list[Timing]] = {mode: [] for mode in MODES}
+    spec = parse_job(body)
+    bodies = [
+        child_body(spec, condition, seed) for condition in spec.conditions for seed in spec.seeds
+    ]
+    runs = len(bodies)
+    modes = STANDALONE_MODES if args.standalone else MODES
+    timings: dict[str, list[Timing]] = {mode: [] for mode in modes}
     with benchmark_stack("noisefa_bench_packed") as stack:
         stack.env["NOISEFA_TORCH_THREADS"] = str(args.threads)
         for round_ in range(args.rounds):
-            for mode, pack_max_runs in MODES.items():
-                use_mode(stack, pack_max_runs)
-                timing = run_once(stack, body)
+            for mode, value in modes.items():
+                if args.standalone:
+                    use_setting(stack, "PACK_WINDOW_S", value, api=True)
+                    timing = run_standalone(stack, bodies)
+                else:
+                    use_setting(stack, "PACK_MAX_RUNS", value)
+                    timing = run_once(stack, body)
                 timings[mode].append(timing)
+                report = "" if timing.tail is None else f", report {timing.tail:.1f} s after"
                 print(
                     f"round {round_ + 1} {mode:8s}: {timing.wall:6.1f} s wall "
                     f"(first run started after {timing.first_start:.1f} s, runs "
-                    f"{timing.runs_span:.1f} s, report {timing.tail:.1f} s after)",
+                    f"{timing.runs_span:.1f} s{report})",
                     flush=True,
                 )
     median = {mode: statistics.median(t.wall for t in ts) for mode, ts in timings.items()}
     print(
-        f"{runs} runs, {args.epochs} epochs, 1 worker of {args.threads} thread(s): "
+        f"{runs} {'standalone ' if args.standalone else ''}runs, {args.epochs} epochs, "
+        f"1 worker of {args.threads} thread(s): "
         f"unpacked {median['unpacked']:.1f} s, "
         f"packed {median['packed']:.1f} s (medians): {median['unpacked'] / median['packed']:.2f}x "
         "less wall time packed",
