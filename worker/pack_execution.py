@@ -7,9 +7,11 @@ each keeps its own folder, metrics, checkpoints, ``should_stop`` and resume poin
 ends as its own job. What stays each member's own:
 
 - a member that fails to set up here (a dataset, an ``init_from``, a spent time limit) ends
-  at once, before the others train; the engine's out-of-memory error ends the call, so it
-  fails every member that was training (``out_of_memory``; ``pack_memory_bytes`` sizes packs
-  to fit);
+  at once, before the others train;
+- running out of memory ends the engine call (``pack_memory_bytes`` sizes packs to fit, but
+  an estimate can be wrong): a pack of several then trains again as two halves, one after
+  the other, each member resuming from its own newest checkpoint (cut again while a half
+  still runs out); a run alone that runs out of memory fails ``out_of_memory``;
 - a member that leaves the stack early ends its job at once, while the others go on (the
   engine's ``on_run_end``, :func:`_ender`): cancelled (or past its time limit) at its next
   step, once its stop checkpoint is stored; diverged (fails alone); converged early
@@ -29,6 +31,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.contract.states import JobKind, JobState
@@ -39,7 +42,7 @@ from noisefa.service.storage import storage_from_settings
 
 from .attempts import AttemptRun
 from .monitor import MonitorThread
-from .outcomes import run_outcome
+from .outcomes import out_of_memory, run_outcome
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +100,49 @@ def _train(runs: list[AttemptRun], settings: Settings, monitors: MonitorThread) 
         dataset_files: dict[str, Path] = {}
         for run in members:
             dataset_files |= run.dataset_files
-        try:
-            results = run_jobs(
-                [run.spec for run in members],
-                [run.out_dir for run in members],
-                callbacks=[run.callbacks for run in members],
-                data_dir=settings.data_dir,
-                download=settings.download,
-                init_checkpoints=[run.init_checkpoint for run in members],
-                dataset_files=dataset_files,
-            )
-        except Exception as exc:  # out of memory, or a failure of the call as a whole
-            results = [exc] * len(members)
-        for i, run, result in zip(ready, members, results, strict=True):
-            outcomes[i] = run_outcome(result, run.callbacks, run.name)
+        results = _train_stack(members, settings, dataset_files)
+        for i, run in zip(ready, members, strict=True):
+            if run.attempt.job_id in results:
+                outcomes[i] = run_outcome(results[run.attempt.job_id], run.callbacks, run.name)
+            else:  # it left the stack, and ended, before its pack ran out of memory
+                outcomes[i] = {"state": run.state}
     return [outcomes[i] for i in range(len(runs))]
+
+
+def _train_stack(
+    members: list[AttemptRun], settings: Settings, dataset_files: dict[str, Path]
+) -> dict[str, dict | BaseException]:
+    """Per job id what ``run_jobs`` made of ``members`` trained as one stack; when several
+    run out of memory, what their halves made of those not yet ended, trained one after the
+    other."""
+    try:
+        trained = run_jobs(
+            [run.spec for run in members],
+            [run.out_dir for run in members],
+            callbacks=[run.callbacks for run in members],
+            data_dir=settings.data_dir,
+            download=settings.download,
+            init_checkpoints=[run.init_checkpoint for run in members],
+            dataset_files=dataset_files,
+        )
+        return {run.attempt.job_id: result for run, result in zip(members, trained, strict=True)}
+    except Exception as exc:  # out of memory, or a failure of the call as a whole
+        memory = out_of_memory(exc)
+        if memory is None or len(members) == 1:
+            return {run.attempt.job_id: exc for run in members}
+        log.warning(
+            "a pack of %d ran out of %s memory; training it in halves", len(members), memory
+        )
+    # The failed stack's tensors went with the exception; a device's cache still holds them.
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    results: dict[str, dict | BaseException] = {}
+    going = [run for run in members if not run.ended]  # one that left the stack has ended
+    half = (len(going) + 1) // 2
+    for part in (going[:half], going[half:]):
+        if part:
+            results |= _train_stack(part, settings, dataset_files)
+    return results
 
 
 def _ender(run: AttemptRun, monitors: MonitorThread):

@@ -1,7 +1,8 @@
 """A pack run in this process on SQLite and local storage (``execute_pack``, what the
 ``noisefa.run_pack`` task calls): every member ends as its own job with its own metrics and
 artifacts, trained as it would be alone; a cancelled member ends at once while the others
-go on, and their metrics are those of a pack nobody cancelled."""
+go on, and their metrics are those of a pack nobody cancelled; a pack that runs out of
+device memory trains on in halves from its members' checkpoints."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from sqlalchemy import select, update
 
+from noisefa.engine import trainer
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.run import run_job, run_jobs
 from noisefa.service.db import engine_from_settings, make_sessionmaker
@@ -244,3 +246,50 @@ def test_a_diverging_member_fails_at_once_while_the_others_train(settings, sessi
     assert ended == {job_ids[0]: "failed", job_ids[1]: "succeeded", job_ids[2]: "succeeded"}
     diverged = row(sessions, job_ids[0])
     assert diverged.error_reason == "diverged", diverged.error_message
+
+
+def device_that_fits(monkeypatch, runs: int) -> set[tuple[int, int]]:
+    """A device with room for ``runs`` stacked runs from the second epoch on: a step of a
+    bigger stack raises ``torch.OutOfMemoryError`` there, as CUDA's allocator does (no GPU
+    here). The (stack size, epoch) of every step tried, as they happen."""
+    tried: set[tuple[int, int]] = set()
+    step = trainer.PhaseStack._step
+
+    def step_on_the_device(self, size: int) -> None:
+        tried.add((len(self.ids), self.epoch))
+        if len(self.ids) > runs and self.epoch >= 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        step(self, size)
+
+    monkeypatch.setattr(trainer.PhaseStack, "_step", step_on_the_device)
+    return tried
+
+
+def test_a_pack_out_of_memory_trains_on_in_halves_from_its_checkpoints(
+    settings, sessions, tmp_path: Path, monkeypatch
+):
+    fourth = cpu_pretrain_spec(epochs=2, samples=2048, hidden=16, seed=3, metrics=SMALL_METRICS)
+    specs = [*QUICK, fourth]
+    job_ids = submit(sessions, specs)
+    tried = device_that_fits(monkeypatch, runs=2)
+    assert execute_pack(job_ids, settings) == dict.fromkeys(job_ids, "succeeded")
+    # Four ran epoch 1 and ran out in epoch 2; the halves resumed at epoch 2, not from 0.
+    assert tried == {(4, 0), (4, 1), (2, 1)}
+    monkeypatch.undo()
+    for job_id, spec in zip(job_ids, specs, strict=True):
+        run_job(parse_spec(spec), tmp_path / job_id)
+        stored = points(sessions, job_id)
+        assert stored.keys() == file_points(tmp_path / job_id).keys()
+        for key, value in file_points(tmp_path / job_id).items():
+            assert stored[key] == pytest.approx(value, rel=1e-5, abs=1e-4), key
+
+
+def test_runs_that_run_out_of_memory_alone_fail_out_of_memory(settings, sessions, monkeypatch):
+    job_ids = submit(sessions, QUICK[:2])
+    tried = device_that_fits(monkeypatch, runs=0)
+    assert execute_pack(job_ids, settings) == dict.fromkeys(job_ids, "failed")
+    assert tried == {(2, 0), (2, 1), (1, 1)}
+    for job_id in job_ids:
+        failed = row(sessions, job_id)
+        assert failed.error_reason == "out_of_memory", failed.error_message
+        assert "device memory" in failed.error_message
