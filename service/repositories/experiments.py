@@ -29,6 +29,7 @@ from noisefa.engine.contract.spec import JobSpec
 from noisefa.engine.contract.states import TERMINAL_STATES, JobKind, JobState
 
 from ..models import Job, JobMetric, utcnow
+from .claims import claim_jobs
 from .events import add_event, state_event_data
 from .execution import LIVE_STATES, Attempt, claimed_attempt
 from .jobs import new_job
@@ -279,16 +280,4 @@ def stalled_experiments(session: Session, older_than_s: float) -> list[tuple[str
         _children_of(Job.id),
         ~_live_children_of(Job.id),
     ]
-    rows = session.execute(select(Job.id, Job.queue).where(*due)).all()
-    sent = []
-    for job_id, queue in rows:
-        touched = session.execute(
-            update(Job)
-            .where(Job.id == job_id, *due)
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if touched.rowcount == 1:
-            sent.append((job_id, queue))
-    session.commit()
-    return sent
+    return claim_jobs(session, due, {"updated_at": now})

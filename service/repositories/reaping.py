@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, aliased
 from noisefa.engine.contract.states import FailureReason, JobState
 
 from ..models import Job, utcnow
+from .claims import claim_jobs
 from .events import add_event, state_event_data
 from .execution import LIVE_STATES
 
@@ -99,26 +100,10 @@ def stale_queued_jobs(
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
-    query = select(Job.id, Job.queue).where(
-        Job.state == JobState.QUEUED, Job.updated_at < cutoff, Job.hold_until.is_(None)
-    )
+    due = [Job.state == JobState.QUEUED, Job.updated_at < cutoff, Job.hold_until.is_(None)]
     if queues is not None:
-        query = query.where(Job.queue.in_(list(queues)))
-    rows = session.execute(query).all()
-    sent = []
-    for job_id, queue in rows:
-        if job_id in exclude:
-            continue
-        touched = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.updated_at < cutoff)
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if touched.rowcount == 1:
-            sent.append((job_id, queue))
-    session.commit()
-    return sent
+        due.append(Job.queue.in_(list(queues)))
+    return claim_jobs(session, due, {"updated_at": now}, skip=exclude)
 
 
 def release_held_jobs(session: Session) -> list[tuple[str, str]]:
@@ -127,23 +112,8 @@ def release_held_jobs(session: Session) -> list[tuple[str, str]]:
     the reaper re-sends one whose message is then lost only after ``requeue_after_s``.
     Commits."""
     now = utcnow()
-    rows = session.execute(
-        select(Job.id, Job.queue)
-        .where(Job.state == JobState.QUEUED, Job.hold_until <= now)
-        .order_by(Job.created_at, Job.id)
-    ).all()
-    released = []
-    for job_id, queue in rows:
-        touched = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED, Job.hold_until <= now)
-            .values(hold_until=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if touched.rowcount == 1:
-            released.append((job_id, queue))
-    session.commit()
-    return released
+    due = [Job.state == JobState.QUEUED, Job.hold_until <= now]
+    return claim_jobs(session, due, {"hold_until": None, "updated_at": now}, oldest_first=True)
 
 
 def queued_counts(session: Session) -> dict[str, int]:
