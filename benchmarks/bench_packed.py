@@ -21,12 +21,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from noisefa.engine.contract.bodies import parse_job
 from noisefa.engine.contract.experiment_spec import child_body
 from noisefa.engine.contract.presets import comparison_body
-from noisefa.service.models import Job
 from noisefa.testing.stack import Stack, benchmark_stack
 
 MODES = {"unpacked": "1", "packed": None}  # NOISEFA_PACK_MAX_RUNS
@@ -41,32 +38,12 @@ class Timing:
     tail: float | None  # the last run's end → the report (an experiment's)
 
 
-def use_setting(stack: Stack, name: str, value: str | None, *, api: bool = False) -> None:
-    """A fresh worker (and API, with ``api``) whose environment sets (or leaves unset)
-    ``NOISEFA_<name>``."""
-    stack.use_workers(0)
-    stack.env.pop(f"NOISEFA_{name}", None)
-    if value is not None:
-        stack.env[f"NOISEFA_{name}"] = value
-    if api:
-        stack.stop_api()
-        stack.start_api()
-    stack.use_workers(1)
-
-
 def run_once(stack: Stack, body: dict) -> Timing:
     """The experiment ``body``: submit → succeeded, and where the time went."""
     submitted = time.time()
     start = time.perf_counter()
-    job_id = stack.submit(body)
-    job = stack.wait_state(job_id, {"succeeded", "failed", "cancelled"}, 3600)
+    job, runs = stack.run_experiment(body, 3600)
     wall = time.perf_counter() - start
-    if job.state != "succeeded":
-        raise RuntimeError(f"experiment ended {job.state}: {job.error_message}")
-    with stack.sessions() as session:
-        runs = session.execute(
-            select(Job.started_at, Job.finished_at).where(Job.parent_id == job_id)
-        ).all()
     first = min(begin for begin, _ in runs)
     last = max(end for _, end in runs)
     return Timing(
@@ -122,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for mode, value in modes.items():
                 if args.standalone:
-                    use_setting(stack, "PACK_WINDOW_S", value, api=True)
+                    stack.use_setting("PACK_WINDOW_S", value, api=True)
                     timing = run_standalone(stack, bodies)
                 else:
-                    use_setting(stack, "PACK_MAX_RUNS", value)
+                    stack.use_setting("PACK_MAX_RUNS", value)
                     timing = run_once(stack, body)
                 timings[mode].append(timing)
                 report = "" if timing.tail is None else f", report {timing.tail:.1f} s after"

@@ -15,9 +15,6 @@ import argparse
 import time
 from typing import Any
 
-from sqlalchemy import select
-
-from noisefa.service.models import Job
 from noisefa.testing.specs import experiment_spec, train_body
 from noisefa.testing.stack import Stack, benchmark_stack
 
@@ -40,15 +37,8 @@ def run_once(stack: Stack, workers: int, body: dict[str, Any]) -> tuple[float, f
     its runs (started → finished), and the seconds from the last run's end to the report."""
     stack.use_workers(workers)
     start = time.perf_counter()
-    job_id = stack.submit(body)
-    job = stack.wait_state(job_id, {"succeeded", "failed", "cancelled"}, 1800)
+    job, runs = stack.run_experiment(body, 1800)
     wall = time.perf_counter() - start
-    if job.state != "succeeded":
-        raise RuntimeError(f"experiment ended {job.state}: {job.error_message}")
-    with stack.sessions() as session:
-        runs = session.execute(
-            select(Job.started_at, Job.finished_at).where(Job.parent_id == job_id)
-        ).all()
     busy = sum((end - begin).total_seconds() for begin, end in runs)
     tail = (job.finished_at - max(end for _, end in runs)).total_seconds()
     return wall, busy, tail

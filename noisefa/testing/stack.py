@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,33 @@ class Stack:
             return done if len(done) == len(job_ids) else None
 
         return self.wait_for(all_done, deadline_s, f"{len(job_ids)} jobs to end", poll_s=0.5)
+
+    def run_experiment(
+        self, body: dict[str, Any], deadline_s: float
+    ) -> tuple[Job, list[tuple[datetime, datetime]]]:
+        """Submit the experiment ``body`` and wait for it to succeed (else RuntimeError); its
+        row and each run's ``(started_at, finished_at)``."""
+        job_id = self.submit(body)
+        job = self.wait_state(job_id, TERMINAL_STATES, deadline_s)
+        if job.state != "succeeded":
+            raise RuntimeError(f"experiment ended {job.state}: {job.error_message}")
+        with self.sessions() as session:
+            runs = session.execute(
+                select(Job.started_at, Job.finished_at).where(Job.parent_id == job_id)
+            ).all()
+        return job, [(begin, end) for begin, end in runs]
+
+    def use_setting(self, name: str, value: str | None, *, api: bool = False) -> None:
+        """One fresh worker (and API, with ``api``) whose environment sets ``NOISEFA_<name>``
+        to ``value`` (or leaves it unset: None)."""
+        self.use_workers(0)
+        self.env.pop(f"NOISEFA_{name}", None)
+        if value is not None:
+            self.env[f"NOISEFA_{name}"] = value
+        if api:
+            self.stop_api()
+            self.start_api()
+        self.use_workers(1)
 
     def duplicated_metric_points(self, job_ids: list[str]) -> int:
         """How many (job, phase, name, epoch) keys have more than one row (must be 0)."""
