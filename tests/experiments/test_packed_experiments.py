@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import torch
 
 from noisefa.engine.contract.experiment_spec import ExperimentSpec
 from noisefa.engine.contract.spec import parse_spec
@@ -25,13 +24,7 @@ from noisefa.testing.waiting import wait_for
 SEEDS = [0, 1, 2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The workers' float sums (one torch thread each, as the stack sets it) in this process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def packed_body(**train: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import torch
+import pytest
 from sqlalchemy import select
 
 from noisefa.engine.contract.spec import parse_spec
@@ -44,6 +44,7 @@ def metric_events_per_epoch(stack, job_id: str) -> Counter[int]:
     return Counter(data["epoch"] for data in rows)
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # the reference's float sums: the worker's
 def test_a_killed_workers_job_resumes_elsewhere_and_ends_as_if_never_interrupted(
     stack, tmp_path: Path
 ):
@@ -68,13 +69,7 @@ def test_a_killed_workers_job_resumes_elsewhere_and_ends_as_if_never_interrupted
     # Resumed, not restarted: the epochs before the checkpoint were reported by attempt 1 only.
     assert metric_events_per_epoch(stack, job_id)[0] == 1
 
-    # Same thread count as the worker (the stack's OMP_NUM_THREADS=1): same float sums.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = run_job(parse_spec(SPEC), tmp_path / "reference")
-    finally:
-        torch.set_num_threads(threads)
+    reference = run_job(parse_spec(SPEC), tmp_path / "reference")
     assert job.result["final_metrics"] == reference["final_metrics"]
     assert stack.duplicated_metric_points([job_id]) == 0
     points = metric_points(stack, job_id)

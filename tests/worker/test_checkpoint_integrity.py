@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from noisefa.engine.contract.spec import parse_spec
@@ -39,13 +38,7 @@ DEADLINE_S = 120.0
 LONG = cpu_pretrain_spec(epochs=12, samples=512, hidden=16, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The attempts and the reference run in this process: one thread, the same float sums."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from noisefa.engine.contract.spec import parse_spec
@@ -73,6 +72,7 @@ def metric_events_per_epoch(stack: Stack, job_id: str) -> Counter[int]:
     return Counter(data["epoch"] for data in rows)
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # the reference's float sums: the worker's
 def test_a_killed_pack_resumes_every_member_exactly(stack: Stack, tmp_path: Path):
     (first_worker,) = stack.use_workers(1)
     parent = stack.submit(BODY)
@@ -92,14 +92,8 @@ def test_a_killed_pack_resumes_every_member_exactly(stack: Stack, tmp_path: Path
     done = stack.wait_state(parent, {"succeeded", "failed", "cancelled"}, DEADLINE_S)
     assert done.state == "succeeded", f"{done.error_message}\n{stack.log_tail()}"
     runs = sorted(children(stack, parent), key=lambda run: run.spec["model"]["seed"])
-    # Same thread count as the worker (the stack's one torch thread): same float sums.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        folders = [tmp_path / run.id for run in runs]
-        run_jobs([parse_spec(run.spec) for run in runs], folders)  # never interrupted
-    finally:
-        torch.set_num_threads(threads)
+    folders = [tmp_path / run.id for run in runs]
+    run_jobs([parse_spec(run.spec) for run in runs], folders)  # never interrupted
     for run, folder in zip(runs, folders, strict=True):
         assert run.state == "succeeded" and run.attempt == 2, (run.id, run.error_message)
         # Resumed, not restarted: epoch 0 was reported by the first attempt only.

@@ -42,13 +42,7 @@ LONG = [
 DEADLINE_S = 120.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The worker's float sums in this process's thread count (as a test stack sets it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
