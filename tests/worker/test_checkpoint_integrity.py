@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,18 +38,6 @@ LONG = cpu_pretrain_spec(epochs=12, samples=512, hidden=16, seed=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return migrated(settings_for(tmp_path, database_url=sqlite_url(tmp_path / "db")))
-
-
-@pytest.fixture
-def sessions(settings: Settings) -> Iterator:
-    engine = engine_from_settings(settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def submit(sessions, spec: dict) -> str:

@@ -3,37 +3,19 @@ writes to the job (state, reason, a message without internals), and what a succe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import torch
 from sqlalchemy import select
 
 from noisefa.engine.contract.errors import DatasetUnavailableError
 from noisefa.engine.contract.spec import parse_spec
-from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Artifact, Job
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
-from noisefa.service.settings import Settings
-from noisefa.testing.db import migrated, settings_for, sqlite_url
 from noisefa.testing.specs import SMALL_METRICS, cpu_pretrain_spec
 from noisefa.worker import execution, pack_execution
 
 SPEC = cpu_pretrain_spec(epochs=2, samples=1024, hidden=16, metrics=SMALL_METRICS)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return migrated(settings_for(tmp_path, database_url=sqlite_url(tmp_path / "db")))
-
-
-@pytest.fixture
-def sessions(settings: Settings) -> Iterator:
-    engine = engine_from_settings(settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def submit(sessions, spec: dict = SPEC) -> str:

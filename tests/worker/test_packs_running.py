@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from sqlalchemy import select, update
 from noisefa.engine import trainer
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.run import run_job, run_jobs
-from noisefa.service.db import engine_from_settings, make_sessionmaker
 from noisefa.service.models import Artifact, Job, JobMetric
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
@@ -48,13 +46,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return migrated(settings_for(tmp_path, heartbeat_interval_s=0.5, cancel_poll_s=0.1))
-
-
-@pytest.fixture
-def sessions(settings: Settings) -> Iterator:
-    engine = engine_from_settings(settings)
-    yield make_sessionmaker(engine)
-    engine.dispose()
 
 
 def submit(sessions, specs: list[dict]) -> list[str]:
