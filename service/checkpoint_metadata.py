@@ -139,25 +139,9 @@ def check_limits(config: StoredModelConfig, limits: Limits) -> None:
     """The model within the deployment's depth, widths, conv blocks and classes (422 naming
     the field)."""
     field = "metadata.model_config"
-    if len(config.hidden) > limits.max_depth:
-        raise InvalidUpload(
-            f"{field}.hidden", f"at most {limits.max_depth} layers, got {len(config.hidden)}"
-        )
-    for i, width in enumerate(config.hidden):
-        if width > limits.max_width:
-            raise InvalidUpload(
-                f"{field}.hidden[{i}]", f"width must be in [1, {limits.max_width}], got {width}"
-            )
-    if len(config.conv) > limits.max_conv_layers:
-        raise InvalidUpload(
-            f"{field}.conv", f"at most {limits.max_conv_layers} conv blocks, got {len(config.conv)}"
-        )
-    for i, channels in enumerate(config.conv):
-        if channels > limits.max_channels:
-            raise InvalidUpload(
-                f"{field}.conv[{i}]",
-                f"channels must be in [1, {limits.max_channels}], got {channels}",
-            )
+    over = limits.model_size_error(config.hidden, config.conv)
+    if over is not None:
+        raise InvalidUpload(f"{field}.{over[0]}", over[1])
     if config.num_classes > limits.max_classes:
         raise InvalidUpload(
             f"{field}.num_classes",

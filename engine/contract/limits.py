@@ -7,6 +7,7 @@ and ``noisefa run`` all pass ``settings.limits`` in. The engine reads no environ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -39,14 +40,9 @@ class Limits(BaseModel):
 
     def check(self, spec: JobSpec) -> None:
         """Raise ``ValueError`` naming the field and the allowed range when over a limit."""
-        hidden = spec.model.hidden
-        if len(hidden) > self.max_depth:
-            raise ValueError(f"model.hidden: at most {self.max_depth} layers, got {len(hidden)}")
-        for i, width in enumerate(hidden):
-            if width > self.max_width:
-                raise ValueError(
-                    f"model.hidden[{i}]: width must be in [1, {self.max_width}], got {width}"
-                )
+        over = self.model_size_error(spec.model.hidden, spec.model.conv)
+        if over is not None:
+            raise ValueError(f"model.{over[0]}: {over[1]}")
         self._check_conv(spec)
         self._check_classes(spec)
         for phase in ("pretrain", "train"):
@@ -63,19 +59,27 @@ class Limits(BaseModel):
                 f"[1, {self.max_samples_per_epoch}], got {spec.pretrain.samples_per_epoch}"
             )
 
-    def _check_conv(self, spec: JobSpec) -> None:
-        """Conv blocks within the limits, and (for a built-in shape dataset) small enough in
-        number that no pool meets an empty map (an upload's shape is checked at submit)."""
-        conv = spec.model.conv
+    def model_size_error(
+        self, hidden: Sequence[int], conv: Sequence[int]
+    ) -> tuple[str, str] | None:
+        """The first of a model's layer lists over a limit, as ``(field under model, why)``;
+        None when both are within. Specs and uploaded checkpoints' configs both go by it."""
+        if len(hidden) > self.max_depth:
+            return "hidden", f"at most {self.max_depth} layers, got {len(hidden)}"
+        for i, width in enumerate(hidden):
+            if width > self.max_width:
+                return f"hidden[{i}]", f"width must be in [1, {self.max_width}], got {width}"
         if len(conv) > self.max_conv_layers:
-            raise ValueError(
-                f"model.conv: at most {self.max_conv_layers} conv blocks, got {len(conv)}"
-            )
+            return "conv", f"at most {self.max_conv_layers} conv blocks, got {len(conv)}"
         for i, channels in enumerate(conv):
             if channels > self.max_channels:
-                raise ValueError(
-                    f"model.conv[{i}]: channels must be in [1, {self.max_channels}], got {channels}"
-                )
+                return f"conv[{i}]", f"channels must be in [1, {self.max_channels}], got {channels}"
+        return None
+
+    def _check_conv(self, spec: JobSpec) -> None:
+        """(For a built-in shape dataset) conv blocks few enough that no pool meets an empty
+        map (an upload's shape is checked at submit)."""
+        conv = spec.model.conv
         if conv and spec.shape_dataset in known_datasets():
             conv_blocks(builtin_shape(spec.shape_dataset)[0], conv, spec.model.kernel_size)
 
