@@ -135,7 +135,7 @@ def send_each(celery: Celery, packs: Sequence[Pack], sender: str) -> list[Pack]:
     return sent
 
 
-def hold_until(kind: str, settings: Settings) -> datetime | None:
+def pack_hold_until(kind: str, settings: Settings) -> datetime | None:
     """Until when a new standalone job of ``kind`` waits unsent for others to join its pack
     (``pack_window_s`` from now); None: it is sent at once."""
     if not _packs_standalone(settings) or kind not in PACKABLE_KINDS:

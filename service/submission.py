@@ -29,7 +29,7 @@ from .broker import enqueue_job
 from .dataset_access import refused_datasets
 from .idempotency import JOB_KEYS, InFlightKeys
 from .models import Job, Project
-from .packs import hold_until
+from .packs import pack_hold_until
 from .problems import FieldError, ProblemError
 from .repositories import checkpoints as checkpoint_repo
 from .repositories import datasets as dataset_repo
@@ -51,7 +51,7 @@ def submit_job(
     idempotency_key: str | None = None,
 ) -> Job:
     """Store ``spec`` as a queued job of ``project`` and enqueue it (unless it is held for a
-    pack: :func:`~.packs.hold_until`); with an
+    pack: :func:`~.packs.pack_hold_until`); with an
     ``idempotency_key``, the key's first job instead when it has one (not enqueued again)."""
     if not idempotency_key:
         job = _store(session, project, spec, settings, None)
@@ -175,5 +175,5 @@ def _store(
         spec,
         max_attempts=settings.max_attempts,
         idempotency=idempotency,
-        hold_until=hold_until(spec.kind, settings),
+        hold_until=pack_hold_until(spec.kind, settings),
     )
