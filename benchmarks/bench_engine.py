@@ -12,11 +12,13 @@ learning by feedback alignment, Adam 1e-3, batch 64.
   maths), default ``torch.optim.Adam``, ``loss.item()`` logged every batch.
 
 Each side runs ``--epochs`` epochs; the fastest epoch counts (least disturbed by other load).
-GFLOP/s counts 6 × parameters per sample (forward plus backward, nominal). Beside them, the
-machine's matmul peak for the same work: each of the step's six matmul shapes (forward,
-input gradient and weight gradient of both layers, batch 64) timed alone in a tight loop
-with the same threads; their flops over their summed times is the rate a step made only of
-those matmuls would reach, so the distance of both sides to that limit is visible.
+GFLOP/s counts the flops of the matmuls an FA step does, as both sides do them: forward and
+weight gradient of both layers, and the error the second layer sends back through its
+feedback matrix (nobody needs the first layer's input gradient: the data is not trained).
+Beside them, the machine's matmul peak for the same work: each of those five shapes (batch
+64) timed alone in a tight loop with the same threads; their flops over their summed times
+is the rate a step made only of those matmuls would reach, so the distance of both sides to
+that limit is visible.
 Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]``.
 """
 
@@ -115,15 +117,21 @@ def engine_epochs(
 
 
 def step_matmuls() -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
-    """The matmul shapes of one FA step of 784-100-10 at batch 64, as (name, a, b) of a @ b."""
+    """The matmul shapes of one FA step of 784-100-10 at batch 64, as (name, a, b) of a @ b:
+    forward and weight gradient of both layers, and the second layer's error sent back
+    (the first layer's input gradient is not needed, and neither side computes it)."""
     shapes = []
     for n_in, n_out in ((FEATURES, HIDDEN), (HIDDEN, CLASSES)):
-        shapes += [
-            (f"forward {n_in}->{n_out}", (BATCH, n_in), (n_in, n_out)),  # x @ W.T
-            (f"input grad {n_out}->{n_in}", (BATCH, n_out), (n_out, n_in)),  # delta @ B
-            (f"weight grad {n_out}x{n_in}", (n_out, BATCH), (BATCH, n_in)),  # delta.T @ x
-        ]
+        shapes.append((f"forward {n_in}->{n_out}", (BATCH, n_in), (n_in, n_out)))  # x @ W.T
+        if n_in != FEATURES:
+            shapes.append((f"error {n_out}->{n_in}", (BATCH, n_out), (n_out, n_in)))  # delta @ B
+        shapes.append((f"weight grad {n_out}x{n_in}", (n_out, BATCH), (BATCH, n_in)))
     return shapes
+
+
+def step_flop() -> int:
+    """Flops of one step's matmuls (:func:`step_matmuls`)."""
+    return sum(2 * a[0] * a[1] * b[1] for _, a, b in step_matmuls())
 
 
 def matmul_seconds(
@@ -182,7 +190,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(samples, FEATURES, generator=generator)
     y = torch.randint(CLASSES, (samples,), generator=generator)
-    flop = 6 * (FEATURES * HIDDEN + HIDDEN + HIDDEN * CLASSES + CLASSES) * samples
+    flop = step_flop() * samples / BATCH  # an epoch's matmul flops (linear in the batch)
     with tempfile.TemporaryDirectory() as tmp:
         timer = engine_epochs(x, y, args.device, args.epochs, Path(tmp))
     reference = min(reference_epochs(x, y, args.device, args.epochs))

@@ -88,11 +88,13 @@ class StackedMLP(StackedParameters):
             [m.config.feedback_scale for m in models],
         )
 
-    @torch.no_grad()
     def step_gradients(
         self, x: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write one step's gradients into :attr:`grads`; return logits and per-run losses.
+
+        Nothing it touches requires grad, so autograd records nothing whatever the grad mode
+        (the trainer's phase runs under ``no_grad`` once, not per call).
 
         ``x`` (R, B, *input); ``target`` (R, B) class indices or (R, B, C) probabilities.
         Each run's loss is the mean cross-entropy over its batch, as in ``F.cross_entropy``.

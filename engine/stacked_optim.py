@@ -80,9 +80,9 @@ class StackedOptimizer:
         for group in self.groups.values():  # the kernels read one step count per tensor
             group["steps"] = [self.step_count] * len(group["params"])
 
-    @torch.no_grad()
     def step(self) -> None:
-        """Apply one update from :attr:`grads` to :attr:`params`."""
+        """Apply one update from :attr:`grads` to :attr:`params` (none of them requires
+        grad: no autograd mode to set per step)."""
         spec = self.spec
         self.step_count.add_(1)
         for lr, group in self.groups.items():

@@ -193,6 +193,7 @@ class PhaseStack:
         )
 
     # --------------------------------------------------------------------------------- loop
+    @torch.no_grad()  # once for the phase: the step's own calls skip the per-call toggle
     def run(self) -> dict[int, BaseException]:
         """Train the phase; the members (by index) that left the stack, and why."""
         plan, left = self.plan, {}
