@@ -8,7 +8,9 @@ their project, queue and pack key (:func:`~.packs.plan_packs`), and sends the pa
 submitted within one window of each other therefore train as one stack, each still its own
 job; a job cancelled while held is no longer queued and is never sent. A pack that fails to
 send leaves its jobs queued and no longer held: the reaper sends them again after
-``requeue_after_s``. Should planning fail, each job is sent on its own.
+``requeue_after_s``. Should planning fail, each job is sent on its own. A job still held when
+no packer runs any more (the API restarted without ``pack_window_s``) is sent by the reaper
+once its hold has been over for ``requeue_after_s``.
 """
 
 from __future__ import annotations

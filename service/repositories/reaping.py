@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from noisefa.engine.contract.states import FailureReason, JobState
@@ -96,14 +96,20 @@ def stale_queued_jobs(
     Their message may have been lost (the API commits before it enqueues); the caller sends
     them again. ``updated_at`` is bumped so each is re-sent at most once per interval, and a
     duplicate message is harmless: ``start_attempt`` lets one attempt start. A job held for a
-    pack (``hold_until``) has had no message yet, so none was lost: not included. Commits.
+    pack (``hold_until``) has had no message yet, so none was lost: it is included only once
+    its hold has been over for ``older_than_s`` too (no packer released it: the API runs
+    without ``pack_window_s`` now), and it is no longer held from then on. Commits.
     """
     now = utcnow()
     cutoff = now - timedelta(seconds=older_than_s)
-    due = [Job.state == JobState.QUEUED, Job.updated_at < cutoff, Job.hold_until.is_(None)]
+    due = [
+        Job.state == JobState.QUEUED,
+        Job.updated_at < cutoff,
+        or_(Job.hold_until.is_(None), Job.hold_until < cutoff),
+    ]
     if queues is not None:
         due.append(Job.queue.in_(list(queues)))
-    return claim_jobs(session, due, {"updated_at": now}, skip=exclude)
+    return claim_jobs(session, due, {"updated_at": now, "hold_until": None}, skip=exclude)
 
 
 def release_held_jobs(session: Session) -> list[tuple[str, str]]:

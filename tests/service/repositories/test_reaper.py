@@ -18,6 +18,7 @@ from noisefa.service.reaper import REAPER_LOCK_KEY, sweep
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
+from noisefa.service.repositories.reaping import stale_queued_jobs
 from noisefa.testing import broker
 from noisefa.testing.db import migrated, settings_for
 from noisefa.testing.specs import pretrain_spec
@@ -161,3 +162,19 @@ def test_the_api_process_reaps_a_dead_workers_job_on_its_own(tmp_path):
             )
         job = state_of(session, job_id)
     assert job.state == "queued" and job.attempt == 1 and job.lease_token is None
+
+
+def test_a_held_job_is_resent_only_once_its_hold_is_long_over(app, session):
+    """A job held for a pack has no message to lose while its hold lasts; one whose hold
+    ended long ago was never released (the API now runs without ``pack_window_s``)."""
+    project = get_or_create_project(session, "reaper-held")
+    spec = parse_spec(pretrain_spec())
+    hour = timedelta(hours=1)
+    ended = create_job(session, project.id, spec, max_attempts=2, hold_until=utcnow() - hour)
+    lasting = create_job(session, project.id, spec, max_attempts=2, hold_until=utcnow() + hour)
+    for job in (ended, lasting):
+        age(session, job.id, 3600)
+    resent = {job_id for job_id, _ in stale_queued_jobs(session, older_than_s=60)}
+    assert ended.id in resent and lasting.id not in resent
+    assert state_of(session, ended.id).hold_until is None  # sent: no longer held
+    assert state_of(session, lasting.id).hold_until is not None
