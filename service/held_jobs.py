@@ -2,15 +2,18 @@
 
 With ``pack_window_s`` set, a standalone pretrain or train job is stored ``queued`` with
 ``hold_until`` = submission + window, and no message (:mod:`.submission`). Every half window
-the API's :class:`Packer` releases the jobs whose time has come (each by a conditional UPDATE,
-so two replicas never both send one), plans them into packs with the other released runs of
-their project, queue and pack key (:func:`~.packs.plan_packs`), and sends the packs. Jobs
-submitted within one window of each other therefore train as one stack, each still its own
-job; a job cancelled while held is no longer queued and is never sent. A pack that fails to
+the API's :class:`Packer` looks for a project's queue with a held job whose time has come,
+releases every job of that project held on that queue (each by a conditional UPDATE, so two
+replicas never both send one), plans them into packs by pack key
+(:func:`~.packs.plan_packs`), and sends the packs. The jobs a project submits within one
+window of its first held one therefore train as one stack (as many as fit; cut to the live
+workers), each still its own job; a job cancelled while held is no longer queued and is
+never sent. A pack that fails to
 send leaves its jobs queued and no longer held: the reaper sends them again after
 ``requeue_after_s``. Should planning fail, each job is sent on its own. A job still held when
 no packer runs any more (the API restarted without ``pack_window_s``) is sent by the reaper
-once its hold has been over for ``requeue_after_s``.
+once its hold has been over for ``requeue_after_s`` (the reaper must run in some API
+process, as it must for every lost message).
 """
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ class WorkerSettings(BaseModel):
         0.0,
         ge=0,
         le=600,
-        description="Seconds a standalone pretrain or train job waits, queued and unsent, "
-        "for jobs of its project submitted close by that pack with it (as an experiment's "
-        "runs do); then the API sends them as packs. 0 (default): every standalone job is "
-        "sent at once, on its own.",
+        description="Seconds a project's first held standalone pretrain or train job waits, "
+        "queued and unsent, for more of the project's jobs to pack with it (as an "
+        "experiment's runs do); then the API sends them all as packs. Read by the API "
+        "process (its packer loop). 0 (default): every standalone job is sent at once.",
     )
 
     def threads_per_job(self, concurrency: int) -> int:

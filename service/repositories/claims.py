@@ -22,12 +22,15 @@ def claim_jobs(
     oldest_first: bool = False,
 ) -> list[tuple[str, str]]:
     """``(job_id, queue)`` of the jobs matching every condition of ``due`` (but those in
-    ``skip``), each set to ``values`` by this call and by no racing one. Commits."""
-    query = select(Job.id, Job.queue).where(*due)
-    if oldest_first:
-        query = query.order_by(Job.created_at, Job.id)
+    ``skip``), each set to ``values`` by this call and by no racing one; in id order, or
+    by submission with ``oldest_first``. Commits.
+
+    Rows are claimed in id order whatever the order returned: two loops claiming some of the
+    same rows in one transaction each lock them in one order, so neither waits on the other
+    in a cycle (a Postgres deadlock)."""
+    query = select(Job.id, Job.queue, Job.created_at).where(*due).order_by(Job.id)
     claimed = []
-    for job_id, queue in session.execute(query).all():
+    for job_id, queue, created_at in session.execute(query).all():
         if job_id in skip:
             continue
         touched = session.execute(
@@ -37,6 +40,8 @@ def claim_jobs(
             .execution_options(synchronize_session=False)
         )
         if touched.rowcount == 1:
-            claimed.append((job_id, queue))
+            claimed.append((created_at, job_id, queue))
     session.commit()
-    return claimed
+    if oldest_first:
+        claimed.sort()
+    return [(job_id, queue) for _, job_id, queue in claimed]

@@ -113,13 +113,25 @@ def stale_queued_jobs(
 
 
 def release_held_jobs(session: Session) -> list[tuple[str, str]]:
-    """``(job_id, queue)`` of the queued jobs whose ``hold_until`` has passed, oldest first,
-    each no longer held from now on (the caller sends them). ``updated_at`` is bumped, so
-    the reaper re-sends one whose message is then lost only after ``requeue_after_s``.
-    Commits."""
+    """``(job_id, queue)`` of the held jobs to send now (oldest first within each project's
+    queue), each no longer held
+    from now on (the caller sends them): once one job of a project's queue is due, every
+    job of that project held on that queue, so the jobs submitted within a window of the
+    first go out together, whatever the packer's rounds. ``updated_at`` is bumped, so the
+    reaper re-sends one whose message is then lost only after ``requeue_after_s``. Commits."""
     now = utcnow()
-    due = [Job.state == JobState.QUEUED, Job.hold_until <= now]
-    return claim_jobs(session, due, {"hold_until": None, "updated_at": now}, oldest_first=True)
+    held = [Job.state == JobState.QUEUED, Job.hold_until.is_not(None)]
+    due = session.execute(
+        select(Job.project_id, Job.queue).where(*held, Job.hold_until <= now).distinct()
+    ).all()
+    session.commit()  # end the read
+    released: list[tuple[str, str]] = []
+    for project_id, queue in due:
+        group = [*held, Job.project_id == project_id, Job.queue == queue]
+        released += claim_jobs(
+            session, group, {"hold_until": None, "updated_at": now}, oldest_first=True
+        )
+    return released
 
 
 def queued_counts(session: Session) -> dict[str, int]:

@@ -6,6 +6,7 @@ loop running."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -90,12 +91,25 @@ def test_jobs_submitted_within_a_window_go_out_as_packs_of_one_project_and_shape
     assert alone == sorted([wider, other_project])
 
 
+def test_a_job_submitted_within_the_first_ones_window_joins_its_pack(held_client, held_settings):
+    headers = key(held_settings)
+    first = submit(held_client, headers)
+    time.sleep(WINDOW_S / 2)  # its own hold ends after the first one's has
+    later = submit(held_client, headers, seed=1)
+    messages = sent_after_the_window(2)
+    assert [(task, sorted(args[0])) for task, args in messages] == [
+        (RUN_PACK_TASK, sorted([first, later]))
+    ]
+
+
 def test_a_job_cancelled_while_held_is_never_sent(held_client, held_settings):
     headers = key(held_settings)
     kept, cancelled = submit(held_client, headers), submit(held_client, headers, seed=1)
     response = held_client.post(f"/v1/jobs/{cancelled}/cancel", headers=headers)
     assert response.status_code == 200, response.text
     assert sent_after_the_window(1) == [(RUN_JOB_TASK, [kept])]
+    time.sleep(WINDOW_S * 1.5)  # the packer's later rounds send nothing more either
+    assert broker.waiting_messages("cpu") == [(RUN_JOB_TASK, [kept])]
     job = held_client.get(f"/v1/jobs/{cancelled}", headers=headers).json()
     assert job["state"] == "cancelled"
 
@@ -105,7 +119,6 @@ def test_the_reaper_never_resends_a_held_job(held_client, held_settings):
     with held_client.app.state.sessionmaker() as session:
         resent = stale_queued_jobs(session, older_than_s=0)
     assert held not in [job_id for job_id, _ in resent]
-    assert broker.queued_job_ids("cpu") == []
     sent_after_the_window(1)  # the packer sends it in its time
     assert broker.queued_job_ids("cpu") == [held]
 
