@@ -195,7 +195,15 @@ class PhaseStack:
     # --------------------------------------------------------------------------------- loop
     @torch.no_grad()  # once for the phase: the step's own calls skip the per-call toggle
     def run(self) -> dict[int, BaseException]:
-        """Train the phase; the members (by index) that left the stack, and why."""
+        """Train the phase; the members (by index) that left the stack, and why. The cached
+        steps (and a CUDA graph's memory pool) go when it returns: they refer back to the
+        stack, so they would otherwise keep it alive into the next phase."""
+        try:
+            return self._run()
+        finally:
+            self.runners = {}
+
+    def _run(self) -> dict[int, BaseException]:
         plan, left = self.plan, {}
         while self.ids and self.epoch < plan.epochs:
             order_states = [g.get_state() for g in self.orders]  # redraws this epoch's order

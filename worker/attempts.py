@@ -75,6 +75,9 @@ class AttemptRun:
         self.init_checkpoint: Path | None = None
         self.dataset_files: dict[str, Path] = {}
         self.ended = False  # finish() ran (its state is below)
+        # How the engine ended it early, when it left its stack before the others (it never
+        # trains again in this task, even if ending its job failed).
+        self.left_outcome: dict[str, Any] | None = None
         self.state: JobState | None = None
         self._finishing = threading.Lock()
 

@@ -27,6 +27,7 @@ An ``evaluate`` attempt (never in a pack: fan-out packs only training runs) is r
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,8 +105,8 @@ def _train(runs: list[AttemptRun], settings: Settings, monitors: MonitorThread) 
         for i, run in zip(ready, members, strict=True):
             if run.attempt.job_id in results:
                 outcomes[i] = run_outcome(results[run.attempt.job_id], run.callbacks, run.name)
-            else:  # it left the stack, and ended, before its pack ran out of memory
-                outcomes[i] = {"state": run.state}
+            else:  # it left the stack before its pack ran out of memory
+                outcomes[i] = run.left_outcome
     return [outcomes[i] for i in range(len(runs))]
 
 
@@ -128,16 +129,22 @@ def _train_stack(
         return {run.attempt.job_id: result for run, result in zip(members, trained, strict=True)}
     except Exception as exc:  # out of memory, or a failure of the call as a whole
         memory = out_of_memory(exc)
-        if memory is None or len(members) == 1:
+        if memory is None:
             return {run.attempt.job_id: exc for run in members}
+        # Its traceback's frames hold the failed stack's tensors: not kept (nor logged).
+        exc = exc.with_traceback(None)
+        if len(members) == 1:
+            return {members[0].attempt.job_id: exc}
         log.warning(
             "a pack of %d ran out of %s memory; training it in halves", len(members), memory
         )
-    # The failed stack's tensors went with the exception; a device's cache still holds them.
+    # The failed stack's tensors are unreachable now but in reference cycles (a stack's
+    # cached step refers back to it): collect them, then hand the device's cache back.
+    gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     results: dict[str, dict | BaseException] = {}
-    going = [run for run in members if not run.ended]  # one that left the stack has ended
+    going = [run for run in members if run.left_outcome is None]
     half = (len(going) + 1) // 2
     for part in (going[:half], going[half:]):
         if part:
@@ -151,6 +158,7 @@ def _ender(run: AttemptRun, monitors: MonitorThread):
     training thread, between two steps of the others."""
 
     def end_now(outcome: dict | BaseException) -> None:
-        _end(run, run_outcome(outcome, run.callbacks, run.name), monitors)
+        run.left_outcome = run_outcome(outcome, run.callbacks, run.name)
+        _end(run, run.left_outcome, monitors)
 
     return end_now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.checkpoint import load_checkpoint
 from noisefa.engine.contract.errors import CheckpointError, InvalidSpecError, RunStopped
 from noisefa.engine.run import run_job
+from noisefa.engine.trainer import PhaseStack
 
 
 class StopAfter(RunCallbacks):
@@ -113,3 +115,19 @@ def test_pretraining_on_another_datasets_shape_is_refused(tmp_path, small_spec):
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path, small_spec):
     with pytest.raises(InvalidSpecError, match="no CUDA device"):
         run_job(small_spec(), tmp_path, device="cuda")
+
+
+def test_a_finished_phase_frees_its_stack_without_waiting_for_the_garbage_collector(
+    tmp_path, small_spec
+):
+    """A phase's stack (its weights, moments, a CUDA graph's pool) is gone when the phase
+    ends, not left in a reference cycle for the collector: the next phase, or a pack
+    retried in halves after running out of memory, has the memory back."""
+    gc.collect()
+    gc.disable()
+    try:
+        run_job(small_spec(train={"epochs": 1}), tmp_path)  # a noise phase, then data
+        alive = [obj for obj in gc.get_objects() if isinstance(obj, PhaseStack)]
+    finally:
+        gc.enable()
+    assert alive == []
