@@ -114,11 +114,11 @@ def stale_queued_jobs(
 
 def release_held_jobs(session: Session) -> list[tuple[str, str]]:
     """``(job_id, queue)`` of the held jobs to send now (oldest first within each project's
-    queue), each no longer held
-    from now on (the caller sends them): once one job of a project's queue is due, every
-    job of that project held on that queue, so the jobs submitted within a window of the
-    first go out together, whatever the packer's rounds. ``updated_at`` is bumped, so the
-    reaper re-sends one whose message is then lost only after ``requeue_after_s``. Commits."""
+    queue), each no longer held from now on (the caller sends them): once one job of a
+    project's queue is due, every job of that project held on that queue, so the jobs
+    submitted within a window of the first go out together, whatever the packer's rounds.
+    ``updated_at`` is bumped, so the reaper re-sends one whose message is then lost only
+    after ``requeue_after_s``. Commits."""
     now = utcnow()
     held = [Job.state == JobState.QUEUED, Job.hold_until.is_not(None)]
     due = session.execute(
