@@ -127,7 +127,7 @@ def test_a_finished_phase_frees_its_stack_without_waiting_for_the_garbage_collec
     gc.disable()
     try:
         run_job(small_spec(train={"epochs": 1}), tmp_path)  # a noise phase, then data
-        alive = [obj for obj in gc.get_objects() if isinstance(obj, PhaseStack)]
+        alive = [obj for obj in gc.get_objects() if type(obj) is PhaseStack]
     finally:
         gc.enable()
     assert alive == []
