@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,44 @@ def test_runs_that_run_out_of_memory_alone_fail_out_of_memory(settings, sessions
         failed = row(sessions, job_id)
         assert failed.error_reason == "out_of_memory", failed.error_message
         assert "device memory" in failed.error_message
+
+
+def test_a_member_that_left_early_is_not_retrained_after_an_out_of_memory(
+    settings, sessions, monkeypatch
+):
+    # Another optimizer is another stack, trained first: it diverges in its first epoch and
+    # its end fails once (storage down); then the pair runs out of memory in epoch 2.
+    wild = {
+        **QUICK[2],
+        "pretrain": {
+            **QUICK[2]["pretrain"],
+            "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.9, "weight_decay": 1.0},
+        },
+    }
+    job_ids = submit(sessions, [wild, QUICK[0], QUICK[1]])
+    steps: Counter = Counter()
+    real_step, real_finish = trainer.PhaseStack._step, AttemptRun._finish
+
+    def step(self, size: int) -> None:
+        steps[(self.plan.optimizer.name, len(self.ids), self.epoch)] += 1
+        if len(self.ids) > 1 and self.epoch >= 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_step(self, size)
+
+    failed_once: list[str] = []
+
+    def finish(self, outcome):
+        if self.attempt.job_id == job_ids[0] and not failed_once:
+            failed_once.append(self.attempt.job_id)
+            raise RuntimeError("object storage is down")
+        return real_finish(self, outcome)
+
+    monkeypatch.setattr(trainer.PhaseStack, "_step", step)
+    monkeypatch.setattr(AttemptRun, "_finish", finish)
+    ended = execute_pack(job_ids, settings)
+    assert failed_once == [job_ids[0]]
+    assert ended == {job_ids[0]: "failed", job_ids[1]: "succeeded", job_ids[2]: "succeeded"}
+    assert row(sessions, job_ids[0]).error_reason == "diverged"
+    per_epoch = QUICK[2]["pretrain"]["samples_per_epoch"] // QUICK[2]["pretrain"]["batch_size"]
+    assert steps[("sgd", 1, 0)] == per_epoch  # trained once, not again in a half
+    assert steps[("adam", 2, 1)] == 1 and steps[("adam", 1, 1)] == 2 * per_epoch
