@@ -8,12 +8,12 @@ replicas never both send one), plans them into packs by pack key
 (:func:`~.packs.plan_packs`), and sends the packs. The jobs a project submits within one
 window of its first held one therefore train as one stack (as many as fit; cut to the live
 workers), each still its own job; a job cancelled while held is no longer queued and is
-never sent. A pack that fails to
-send leaves its jobs queued and no longer held: the reaper sends them again after
-``requeue_after_s``. Should planning fail, each job is sent on its own. A job still held when
-no packer runs any more (the API restarted without ``pack_window_s``) is sent by the reaper
-once its hold has been over for ``requeue_after_s`` (the reaper must run in some API
-process, as it must for every lost message).
+never sent. A pack that fails to send leaves its jobs queued and no longer held: the reaper
+sends them again after ``requeue_after_s``. Should planning fail, each job is sent on its
+own. A job still held when no packer runs any more (the API restarted without
+``pack_window_s``) is sent by the reaper once its hold has been over for
+``requeue_after_s`` (the reaper must run in some API process, as it must for every lost
+message).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def send_held_jobs(
 
 
 class Packer(PeriodicLoop):
-    """:func:`send_held_jobs` every half ``pack_window_s`` on a daemon thread (so a job waits
-    between one and one and a half windows), until :meth:`stop`."""
+    """:func:`send_held_jobs` every half ``pack_window_s`` on a daemon thread (a project's
+    first held job waits between one and one and a half windows, those after it less),
+    until :meth:`stop`."""
 
     def __init__(self, sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> None:
         super().__init__(

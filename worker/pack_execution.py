@@ -138,8 +138,8 @@ def _train_stack(
         log.warning(
             "a pack of %d ran out of %s memory; training it in halves", len(members), memory
         )
-    # The failed stack's tensors are unreachable now but in reference cycles (a stack's
-    # cached step refers back to it): collect them, then hand the device's cache back.
+    # What of the failed stack is still held in reference cycles (frames, callbacks) is
+    # collected now, then the device's cache is handed back, before the halves allocate.
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()

@@ -6,7 +6,6 @@ loop running."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from noisefa.service.app import create_app
 from noisefa.service.broker import RUN_JOB_TASK, RUN_PACK_TASK
+from noisefa.service.held_jobs import send_held_jobs
 from noisefa.service.models import Job, utcnow
 from noisefa.service.reaper import sweep
 from noisefa.service.repositories import execution
@@ -93,9 +93,11 @@ def test_jobs_submitted_within_a_window_go_out_as_packs_of_one_project_and_shape
 
 def test_a_job_submitted_within_the_first_ones_window_joins_its_pack(held_client, held_settings):
     headers = key(held_settings)
-    first = submit(held_client, headers)
-    time.sleep(WINDOW_S / 2)  # its own hold ends after the first one's has
-    later = submit(held_client, headers, seed=1)
+    first, later = submit(held_client, headers), submit(held_client, headers, seed=1)
+    with held_client.app.state.sessionmaker() as session:  # as if submitted half a window on
+        job = session.get(Job, later)
+        job.hold_until = session.get(Job, first).hold_until + timedelta(seconds=WINDOW_S / 2)
+        session.commit()
     messages = sent_after_the_window(2)
     assert [(task, sorted(args[0])) for task, args in messages] == [
         (RUN_PACK_TASK, sorted([first, later]))
@@ -108,7 +110,8 @@ def test_a_job_cancelled_while_held_is_never_sent(held_client, held_settings):
     response = held_client.post(f"/v1/jobs/{cancelled}/cancel", headers=headers)
     assert response.status_code == 200, response.text
     assert sent_after_the_window(1) == [(RUN_JOB_TASK, [kept])]
-    time.sleep(WINDOW_S * 1.5)  # the packer's later rounds send nothing more either
+    state = held_client.app.state  # a later round sends nothing more either
+    assert send_held_jobs(state.sessionmaker, state.celery, held_settings) == []
     assert broker.waiting_messages("cpu") == [(RUN_JOB_TASK, [kept])]
     job = held_client.get(f"/v1/jobs/{cancelled}", headers=headers).json()
     assert job["state"] == "cancelled"
