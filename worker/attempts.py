@@ -41,6 +41,7 @@ from .artifacts import (
 )
 from .callbacks import JobCallbacks
 from .db_retry import retry_db_write
+from .epoch_writer import EpochWriter
 from .evaluation import run_evaluation
 from .monitor import JobMonitor
 from .outcomes import failed, failure_outcome
@@ -60,6 +61,7 @@ class AttemptRun:
         settings: Settings,
         sessions: sessionmaker[Session],
         storage: Storage,
+        writer: EpochWriter,
     ) -> None:
         self.attempt = attempt
         self.settings = settings
@@ -69,7 +71,9 @@ class AttemptRun:
         shutil.rmtree(self.out_dir, ignore_errors=True)
         self.out_dir.mkdir(parents=True)
         self.monitor = JobMonitor(attempt, sessions, settings)
-        self.callbacks = JobCallbacks(attempt, sessions, storage, self.monitor, self.out_dir)
+        self.callbacks = JobCallbacks(
+            attempt, sessions, storage, self.monitor, writer, self.out_dir
+        )
         # Set by prepare() for a run the engine trains.
         self.spec: JobSpec | None = None
         self.init_checkpoint: Path | None = None
@@ -160,6 +164,7 @@ class AttemptRun:
 
     def _finish(self, outcome: dict[str, Any]) -> JobState | None:
         attempt, sessions = self.attempt, self.sessions
+        self.callbacks.writer.flush()  # its epochs are stored (or its lease lost) first
         if outcome.get("error_message"):  # shown to the caller: no folder of this server in it
             outcome = {
                 **outcome,

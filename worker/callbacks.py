@@ -6,8 +6,10 @@ Two halves, so the training thread never waits on the database every step:
   heartbeats, throttled progress writes and cancel polls. Any refused write means the lease
   is lost.
 - :class:`JobCallbacks` are the engine's hooks: ``on_progress`` only stores a tuple;
-  per-epoch metrics and checkpoint uploads are written at once (they are rare and must not
-  be lost); ``should_stop`` reads two flags and the clock (the time limit, :mod:`.time_limit`).
+  per-epoch metrics go to the task's :class:`~.epoch_writer.EpochWriter`, which writes
+  them off the training thread (a pack's together); a checkpoint is uploaded at once, once
+  the epochs before it are stored (they must not be lost); ``should_stop`` reads two flags
+  and the clock (the time limit, :mod:`.time_limit`).
   A run that stops (after its stop checkpoint), diverges or converges early leaves its stack
   at once, and ``on_run_end`` hands its outcome to ``on_ended`` (set by the pack,
   :mod:`.pack_execution`), which ends its job then, while the other runs of its pack go on.
@@ -15,6 +17,7 @@ Two halves, so the training thread never waits on the database every step:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from noisefa.service.storage import Storage
 
 from .artifacts import CheckpointRetention, prune_stored_checkpoints, upload_artifact
 from .db_retry import retry_db_write
+from .epoch_writer import EpochWriter
 from .monitor import JobMonitor
 from .time_limit import TimeLimit
 from .trackers.job_trackers import JobTrackers
@@ -44,12 +48,14 @@ class JobCallbacks(RunCallbacks):
         sessions: sessionmaker[Session],
         storage: Storage,
         monitor: JobMonitor,
+        writer: EpochWriter,
         out_dir: Path,
     ) -> None:
         self.attempt = attempt
         self.sessions = sessions
         self.storage = storage
         self.monitor = monitor
+        self.writer = writer
         self.out_dir = out_dir
         # Set once the spec is parsed; None (evaluate jobs, tests) keeps every checkpoint.
         self.retention: CheckpointRetention | None = None
@@ -89,22 +95,26 @@ class JobCallbacks(RunCallbacks):
         )
 
     def on_epoch_end(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
-        """Write the epoch's metrics now (a resumed epoch overwrites the same points)."""
+        """Hand the epoch's metrics to the writer (a resumed epoch overwrites the same
+        points); the training thread goes on."""
         if self.monitor.lease_lost:
             return
+        written = functools.partial(self._epoch_written, phase, epoch, metrics)
+        self.writer.add(repo.EpochMetrics(self.attempt, phase, epoch, metrics), written)
 
-        def write() -> bool:
-            with self.sessions() as session:
-                return repo.record_epoch(session, self.attempt, phase, epoch, metrics)
-
-        if not retry_db_write(write, self.monitor.db_retry_s, f"job {self.attempt.job_id}"):
+    def _epoch_written(self, phase: str, epoch: int, metrics: dict[str, float], held: bool):
+        """On the writer's thread: a refused write loses the lease; a stored epoch is
+        mirrored to the trackers (only what the database holds)."""
+        if not held:
             self.monitor.lose_lease()
-        elif self.trackers is not None:  # only what the database holds too
+        elif self.trackers is not None:
             self.trackers.add_epoch(phase, epoch, metrics)
 
     def on_checkpoint(self, path: Path) -> None:
         """Upload the checkpoint as ``checkpoints/<file>`` (the next attempt resumes from it),
-        then delete the stored ones the retention no longer keeps."""
+        then delete the stored ones the retention no longer keeps. The epochs before it are
+        stored first: a resumed attempt starts after the checkpoint's epoch."""
+        self.writer.flush()
         if self.monitor.lease_lost:
             return
         name = path.relative_to(self.out_dir).as_posix()

@@ -16,6 +16,8 @@ ends as its own job. What stays each member's own:
   engine's ``on_run_end``, :func:`_ender`): cancelled (or past its time limit) at its next
   step, once its stop checkpoint is stored; diverged (fails alone); converged early
   (``train.early_stop``: succeeds with its result);
+- one :class:`~.epoch_writer.EpochWriter` stores the members' epochs off the training
+  thread, those that end together in one transaction;
 - one :class:`~.monitor.MonitorThread` heartbeats and polls cancel for every member not yet
   ended, also while the members are ended one by one after training (uploads and tracker
   drains take seconds each: a member waiting for its turn must not go stale to the reaper);
@@ -42,6 +44,7 @@ from noisefa.service.settings import Settings
 from noisefa.service.storage import storage_from_settings
 
 from .attempts import AttemptRun
+from .epoch_writer import EpochWriter
 from .monitor import MonitorThread
 from .outcomes import out_of_memory, run_outcome
 
@@ -54,7 +57,8 @@ def run_attempts(
     """Run started attempts as one pack; per job id the terminal state written (None when
     the attempt lost its lease and left the job alone)."""
     storage = storage_from_settings(settings)
-    runs = [AttemptRun(attempt, settings, sessions, storage) for attempt in attempts]
+    writer = EpochWriter(sessions, settings.heartbeat_timeout_s)
+    runs = [AttemptRun(attempt, settings, sessions, storage, writer) for attempt in attempts]
     monitors = MonitorThread([run.monitor for run in runs], settings)
     for run in runs:
         run.callbacks.on_ended = _ender(run, monitors)
@@ -63,6 +67,7 @@ def run_attempts(
         outcomes = _train(runs, settings, monitors)
         return {run.attempt.job_id: _end(run, outcomes[i], monitors) for i, run in enumerate(runs)}
     finally:
+        writer.stop()
         monitors.stop()
         for run in runs:
             run.remove_folder()

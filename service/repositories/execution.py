@@ -9,7 +9,7 @@ heartbeat went stale) or finished elsewhere has its writes refused (they return 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -151,21 +151,57 @@ def _upsert(session: Session, table: Any, rows: list[dict], keys: list[str], set
     session.execute(statement)
 
 
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch's metrics of one attempt, as the worker hands them over."""
+
+    attempt: Attempt
+    phase: str
+    epoch: int
+    metrics: dict[str, float]
+
+
+def record_epochs(session: Session, epochs: Sequence[EpochMetrics]) -> list[bool]:
+    """Write each epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event, each
+    fenced by its own attempt's lease, in one transaction; per epoch whether its lease held.
+
+    A pack's members end their epochs together: one commit for all of them, not one each.
+    Jobs are touched in id order, as :func:`.claims.claim_jobs` locks them, so two such
+    transactions never wait on each other's rows in a cycle. Commits.
+    """
+    held = [False] * len(epochs)
+    for index in sorted(range(len(epochs)), key=lambda i: epochs[i].attempt.job_id):
+        held[index] = _record_epoch(session, epochs[index])
+    session.commit()
+    return held
+
+
 def record_epoch(
     session: Session, attempt: Attempt, phase: str, epoch: int, metrics: dict[str, float]
 ) -> bool:
-    """Write one epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event. Commits."""
+    """:func:`record_epochs` of one epoch. Commits."""
+    (held,) = record_epochs(session, [EpochMetrics(attempt, phase, epoch, metrics)])
+    return held
+
+
+def _record_epoch(session: Session, record: EpochMetrics) -> bool:
+    attempt = record.attempt
     ok = _touch(session, attempt)
-    if ok and metrics:
+    if ok and record.metrics:
         rows = [
-            {"job_id": attempt.job_id, "phase": phase, "name": n, "epoch": epoch, "value": v}
-            for n, v in metrics.items()
+            {
+                "job_id": attempt.job_id,
+                "phase": record.phase,
+                "name": n,
+                "epoch": record.epoch,
+                "value": v,
+            }
+            for n, v in record.metrics.items()
         ]
         _upsert(session, JobMetric.__table__, rows, ["job_id", "phase", "name", "epoch"], ["value"])
     if ok:
-        data = {"phase": phase, "epoch": epoch, "metrics": metrics}
+        data = {"phase": record.phase, "epoch": record.epoch, "metrics": record.metrics}
         add_event(session, attempt.job_id, "metrics", data)
-    session.commit()
     return ok
 
 
