@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.testing.redis_dbs import redis_url
 from noisefa.testing.specs import tiny_spec
 from noisefa.testing.stack import Stack, local_stack
@@ -108,7 +108,7 @@ def insert_rounds(stack: Stack, attempts: list, rounds: int) -> dict[tuple[str, 
         for round_ in range(1, rounds + 1):
             for attempt in attempts:
                 inserted[attempt.job_id, round_] = time.monotonic()
-                execution.report_progress(session, attempt, {"phase": "pretrain", "epoch": round_})
+                running.report_progress(session, attempt, {"phase": "pretrain", "epoch": round_})
             time.sleep(ROUND_GAP_S)
         for attempt in attempts:
             execution.finish(session, attempt, "succeeded")

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.service.repositories import execution as repo
+from noisefa.service.repositories.running import EpochMetrics
 from noisefa.service.storage import Storage
 
 from .artifacts import CheckpointRetention, prune_stored_checkpoints, upload_artifact
@@ -100,7 +101,7 @@ class JobCallbacks(RunCallbacks):
         if self.monitor.lease_lost:
             return
         written = functools.partial(self._epoch_written, phase, epoch, metrics)
-        self.writer.add(repo.EpochMetrics(self.attempt, phase, epoch, metrics), written)
+        self.writer.add(EpochMetrics(self.attempt, phase, epoch, metrics), written)
 
     def _epoch_written(self, phase: str, epoch: int, metrics: dict[str, float], held: bool):
         """On the writer's thread: a refused write loses the lease; a stored epoch is

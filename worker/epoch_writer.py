@@ -6,7 +6,7 @@ and the trackers' threads contending for the interpreter, they cost tens of mill
 an epoch end, paid by every run of the stack; a pack ends R epochs at once. So the training
 thread hands each epoch to :class:`EpochWriter` and goes on, and the writer's one thread
 writes whatever was handed over since its last write in one transaction
-(:func:`~noisefa.service.repositories.execution.record_epochs`; each epoch still fenced by
+(:func:`~noisefa.service.repositories.running.record_epochs`; each epoch still fenced by
 its own attempt's lease).
 
 What must be stored before what stays so: a checkpoint is uploaded, and a job ended, only
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from noisefa.service.repositories import execution as repo
+from noisefa.service.repositories import running
 
 from .db_retry import retry_db_write
 
@@ -36,7 +36,7 @@ class PendingEpoch:
     """An epoch to write, and what to call (on the writer's thread) once written: with
     True when its lease held, False when it was refused or could not be written."""
 
-    epoch: repo.EpochMetrics
+    epoch: running.EpochMetrics
     written: Callable[[bool], None]
 
 
@@ -53,7 +53,7 @@ class EpochWriter:
         self._thread = threading.Thread(target=self._loop, name="epoch-writer", daemon=True)
         self._thread.start()
 
-    def add(self, epoch: repo.EpochMetrics, written: Callable[[bool], None]) -> None:
+    def add(self, epoch: running.EpochMetrics, written: Callable[[bool], None]) -> None:
         """Hand ``epoch`` over; ``written`` is called once it is stored (or refused)."""
         with self._changed:
             assert not self._stopped, "the epoch writer is stopped"
@@ -96,7 +96,7 @@ class EpochWriter:
 
         def commit() -> list[bool]:
             with self.sessions() as session:
-                return repo.record_epochs(session, epochs)
+                return running.record_epochs(session, epochs)
 
         try:
             held = retry_db_write(commit, self.retry_s, f"epochs of {jobs}")

@@ -59,7 +59,7 @@ def run_attempts(
     storage = storage_from_settings(settings)
     writer = EpochWriter(sessions, settings.heartbeat_timeout_s)
     runs = [AttemptRun(attempt, settings, sessions, storage, writer) for attempt in attempts]
-    monitors = MonitorThread([run.monitor for run in runs], settings)
+    monitors = MonitorThread([run.monitor for run in runs], settings, sessions)
     for run in runs:
         run.callbacks.on_ended = _ender(run, monitors)
     monitors.start()

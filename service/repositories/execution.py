@@ -9,7 +9,7 @@ heartbeat went stale) or finished elsewhere has its writes refused (they return 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from noisefa.engine.contract.checkpoint_format import checkpoint_upload_id
 from noisefa.engine.contract.states import TERMINAL_STATES, FailureReason, JobKind, JobState
 
-from ..models import Artifact, CheckpointUpload, Job, JobMetric, utcnow
+from ..models import Artifact, CheckpointUpload, Job, utcnow
 from ..storage import check_name
 from . import checkpoints as checkpoint_repo
 from .events import add_event, state_event_data
@@ -51,7 +51,7 @@ def _fenced(attempt: Attempt) -> list[ColumnElement[bool]]:
     ]
 
 
-def _touch(session: Session, attempt: Attempt, **values: Any) -> bool:
+def touch(session: Session, attempt: Attempt, **values: Any) -> bool:
     """A fenced UPDATE of the job (heartbeat included); True when the lease still holds."""
     now = utcnow()
     result = session.execute(
@@ -124,23 +124,7 @@ def first_started_at(session: Session, job_id: str) -> datetime | None:
     return session.scalar(select(Job.started_at).where(Job.id == job_id))
 
 
-def heartbeat(session: Session, attempt: Attempt) -> bool:
-    """Refresh ``heartbeat_at``; False when the lease is lost. Commits."""
-    ok = _touch(session, attempt)
-    session.commit()
-    return ok
-
-
-def report_progress(session: Session, attempt: Attempt, progress: dict) -> bool:
-    """Store the progress (also a heartbeat) and add a ``progress`` event. Commits."""
-    ok = _touch(session, attempt, progress=progress)
-    if ok:
-        add_event(session, attempt.job_id, "progress", progress)
-    session.commit()
-    return ok
-
-
-def _upsert(session: Session, table: Any, rows: list[dict], keys: list[str], set_: list[str]):
+def upsert(session: Session, table: Any, rows: list[dict], keys: list[str], set_: list[str]):
     """INSERT … ON CONFLICT (keys) DO UPDATE, in the dialect of the session's database."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -149,60 +133,6 @@ def _upsert(session: Session, table: Any, rows: list[dict], keys: list[str], set
         index_elements=keys, set_={name: statement.excluded[name] for name in set_}
     )
     session.execute(statement)
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """One epoch's metrics of one attempt, as the worker hands them over."""
-
-    attempt: Attempt
-    phase: str
-    epoch: int
-    metrics: dict[str, float]
-
-
-def record_epochs(session: Session, epochs: Sequence[EpochMetrics]) -> list[bool]:
-    """Write each epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event, each
-    fenced by its own attempt's lease, in one transaction; per epoch whether its lease held.
-
-    A pack's members end their epochs together: one commit for all of them, not one each.
-    Jobs are touched in id order, as :func:`.claims.claim_jobs` locks them, so two such
-    transactions never wait on each other's rows in a cycle. Commits.
-    """
-    held = [False] * len(epochs)
-    for index in sorted(range(len(epochs)), key=lambda i: epochs[i].attempt.job_id):
-        held[index] = _record_epoch(session, epochs[index])
-    session.commit()
-    return held
-
-
-def record_epoch(
-    session: Session, attempt: Attempt, phase: str, epoch: int, metrics: dict[str, float]
-) -> bool:
-    """:func:`record_epochs` of one epoch. Commits."""
-    (held,) = record_epochs(session, [EpochMetrics(attempt, phase, epoch, metrics)])
-    return held
-
-
-def _record_epoch(session: Session, record: EpochMetrics) -> bool:
-    attempt = record.attempt
-    ok = _touch(session, attempt)
-    if ok and record.metrics:
-        rows = [
-            {
-                "job_id": attempt.job_id,
-                "phase": record.phase,
-                "name": n,
-                "epoch": record.epoch,
-                "value": v,
-            }
-            for n, v in record.metrics.items()
-        ]
-        _upsert(session, JobMetric.__table__, rows, ["job_id", "phase", "name", "epoch"], ["value"])
-    if ok:
-        data = {"phase": record.phase, "epoch": record.epoch, "metrics": record.metrics}
-        add_event(session, attempt.job_id, "metrics", data)
-    return ok
 
 
 def record_artifact(
@@ -217,7 +147,7 @@ def record_artifact(
 ) -> bool:
     """Register (or replace) the job's artifact ``name`` stored at ``storage_key``, with the
     sha256 its reads are checked against (the worker always passes it). Commits."""
-    ok = _touch(session, attempt)
+    ok = touch(session, attempt)
     if ok:
         row = {
             "job_id": attempt.job_id,
@@ -228,7 +158,7 @@ def record_artifact(
             "content_type": content_type,
             "created_at": utcnow(),
         }
-        _upsert(
+        upsert(
             session,
             Artifact.__table__,
             [row],
@@ -242,7 +172,7 @@ def record_artifact(
 def delete_artifacts(session: Session, attempt: Attempt, names: Collection[str]) -> bool:
     """Remove the rows of the job's artifacts ``names`` (their objects are the caller's to
     delete, after this commits: a listed artifact is always downloadable). Commits."""
-    ok = _touch(session, attempt)
+    ok = touch(session, attempt)
     if ok and names:
         session.execute(
             delete(Artifact).where(Artifact.job_id == attempt.job_id, Artifact.name.in_(names))
@@ -253,19 +183,12 @@ def delete_artifacts(session: Session, attempt: Attempt, names: Collection[str])
 
 def record_checkpoint_skipped(session: Session, attempt: Attempt, name: str, why: str) -> bool:
     """Add a ``checkpoint_skipped`` event: the attempt passed over a damaged checkpoint."""
-    ok = _touch(session, attempt)
+    ok = touch(session, attempt)
     if ok:
         data = {"name": name, "reason": why, "attempt": attempt.attempt}
         add_event(session, attempt.job_id, "checkpoint_skipped", data)
     session.commit()
     return ok
-
-
-def cancel_requested(session: Session, job_id: str) -> bool:
-    """True when the job should stop: cancel asked, or the job is gone."""
-    flag = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
-    session.commit()  # end the read transaction so the next poll sees new commits
-    return flag is None or bool(flag)
 
 
 def finish(

@@ -24,7 +24,7 @@ from noisefa.service.models import (
     JobEvent,
     JobMetric,
 )
-from noisefa.service.repositories import execution, experiments
+from noisefa.service.repositories import execution, experiments, running
 from noisefa.service.repositories.job_deletion import job_folder
 from noisefa.testing.specs import experiment_spec, pretrain_spec, train_spec
 
@@ -35,7 +35,7 @@ def run_to_the_end(app, session, job_id: str, state: JobState = JobState.SUCCEED
     """Act as a worker: one epoch of metrics, a stored checkpoint, then ``state``; the
     checkpoint's storage key."""
     attempt = execution.start_attempt(session, job_id)
-    execution.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.0})
+    running.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.0})
     key = execution.artifact_key(attempt.project_id, job_id, "checkpoints/last.safetensors")
     app.state.storage.put_bytes(key, b"weights")
     execution.record_artifact(session, attempt, "checkpoints/last.safetensors", key, 7, "x")

@@ -12,7 +12,7 @@ import httpx
 
 from noisefa.service.app import create_app
 from noisefa.service.event_hub import EventHub
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.testing.http import serve_in_thread
 from noisefa.testing.specs import pretrain_spec
 from noisefa.testing.waiting import wait_for
@@ -46,7 +46,7 @@ def run_to_the_end(sessions, job_id: str) -> None:
     """Act as a worker: start the job, report progress, succeed."""
     with sessions() as session:
         attempt = execution.start_attempt(session, job_id)
-        execution.report_progress(session, attempt, {"phase": "pretrain", "epoch": 1})
+        running.report_progress(session, attempt, {"phase": "pretrain", "epoch": 1})
         execution.finish(session, attempt, "succeeded")
 
 
@@ -137,7 +137,7 @@ def test_a_listener_a_whole_queue_behind_is_dropped_not_grown(app, client, sessi
     job_id = client.post("/v1/jobs", json=pretrain_spec(), headers=headers).json()["id"]
     attempt = execution.start_attempt(session, job_id)
     for epoch in (1, 2):
-        execution.report_progress(session, attempt, {"phase": "pretrain", "epoch": epoch})
+        running.report_progress(session, attempt, {"phase": "pretrain", "epoch": epoch})
     # 4 events (queued, running, 2 × progress) for a queue of 2, and nobody reading it.
     listener = asyncio.run(fill_a_listener(app, job_id, queue_events=2))
     assert listener.queue.qsize() == 2

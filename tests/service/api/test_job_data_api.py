@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.testing.specs import pretrain_spec
 
 
@@ -36,9 +36,9 @@ def read_events(client, headers, job_id, last_event_id=None) -> list[dict]:
 def run_two_epochs(session, job_id: str) -> None:
     attempt = execution.start_attempt(session, job_id)
     for epoch in (1, 2):
-        execution.report_progress(session, attempt, {"phase": "pretrain", "epoch": epoch})
+        running.report_progress(session, attempt, {"phase": "pretrain", "epoch": epoch})
         metrics = {"loss": 1.0 / epoch, "alignment_angle[2]": 90.0 - epoch, "accuracy": 0.1}
-        execution.record_epoch(session, attempt, "pretrain", epoch, metrics)
+        running.record_epoch(session, attempt, "pretrain", epoch, metrics)
     execution.finish(session, attempt, "succeeded", result={"loss": 0.5})
 
 
@@ -119,7 +119,7 @@ def test_cancel_of_a_running_job_asks_the_worker_to_stop(client, headers, sessio
     attempt = execution.start_attempt(session, job_id)
     body = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).json()
     assert body["state"] == "cancelling" and body["cancel_requested"] is True
-    assert execution.cancel_requested(session, job_id)
+    assert running.cancel_requested(session, job_id)
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).json()["state"] == (
         "cancelling"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.testing import broker
 from noisefa.testing.specs import pretrain_spec, train_spec
 
@@ -42,7 +42,7 @@ def test_job_reads_back_with_every_documented_field(client, headers):
 def test_failed_job_shows_reason_and_message(client, headers, session):
     job_id = submit(client, headers).json()["id"]
     attempt = execution.start_attempt(session, job_id)
-    execution.report_progress(session, attempt, {"phase": "pretrain", "epoch": 1, "epochs": 1})
+    running.report_progress(session, attempt, {"phase": "pretrain", "epoch": 1, "epochs": 1})
     execution.finish(
         session, attempt, "failed", error_reason="out_of_memory", error_message="too big"
     )

@@ -26,7 +26,7 @@ from schemathesis.generation import GenerationMode
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.app import create_app
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import project_for_key
 from noisefa.testing import broker
@@ -102,7 +102,7 @@ def finished_job(app, key: str) -> str:
         job_id = create_job(session, project.id, spec, max_attempts=1).id
         attempt = execution.start_attempt(session, job_id)
         for epoch in (1, 2):
-            execution.record_epoch(session, attempt, "pretrain", epoch, {"loss": 1.0 / epoch})
+            running.record_epoch(session, attempt, "pretrain", epoch, {"loss": 1.0 / epoch})
         name = "checkpoints/epoch-0002.safetensors"
         storage_key = execution.artifact_key(project.id, job_id, name)
         app.state.storage.put_bytes(storage_key, b"weights")

@@ -12,7 +12,7 @@ import openapi_spec_validator
 from fastapi.testclient import TestClient
 
 from noisefa.service.app import create_app
-from noisefa.service.repositories import execution
+from noisefa.service.repositories import execution, running
 from noisefa.testing.db import migrated, new_project_key, settings_for
 from noisefa.testing.http import serve_in_thread
 from noisefa.testing.specs import pretrain_spec
@@ -102,7 +102,7 @@ def test_api_over_a_real_socket_streams_live_events_and_refuses_chunked_oversize
         assert listening.wait(timeout=STREAM_DEADLINE_S), "no event arrived"
         with app.state.sessionmaker() as session:
             attempt = execution.start_attempt(session, job_id)
-            execution.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.0})
+            running.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.0})
             execution.finish(session, attempt, "succeeded")
         listener.join(timeout=STREAM_DEADLINE_S)
         assert not listener.is_alive(), "the stream did not end after the terminal event"

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobEvent, JobMetric, utcnow
-from noisefa.service.repositories import execution, reaping
+from noisefa.service.repositories import execution, reaping, running
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing.specs import pretrain_spec
@@ -80,21 +80,21 @@ def test_a_stale_attempts_writes_are_refused(session, job_id):
     requeue(session, job_id)
     fresh = execution.start_attempt(session, job_id)
     assert fresh.attempt == 2 and fresh.lease_token != stale.lease_token
-    assert not execution.heartbeat(session, stale)
-    assert not execution.report_progress(session, stale, {"phase": "pretrain"})
-    assert not execution.record_epoch(session, stale, "pretrain", 1, {"loss": 1.0})
+    assert not running.heartbeat(session, stale)
+    assert not running.report_progress(session, stale, {"phase": "pretrain"})
+    assert not running.record_epoch(session, stale, "pretrain", 1, {"loss": 1.0})
     assert not execution.record_artifact(session, stale, "checkpoints/a", "k", 1, "x/y")
     assert not execution.finish(session, stale, "succeeded")
-    assert execution.heartbeat(session, fresh)
+    assert running.heartbeat(session, fresh)
     assert execution.finish(session, fresh, "succeeded", result={"final_checkpoint": "c"})
-    assert not execution.heartbeat(session, fresh)  # terminal: nothing more is written
+    assert not running.heartbeat(session, fresh)  # terminal: nothing more is written
     assert session.scalars(select(JobMetric).where(JobMetric.job_id == job_id)).all() == []
 
 
 def test_a_resumed_epoch_overwrites_its_metrics_instead_of_duplicating(session, job_id):
     attempt = execution.start_attempt(session, job_id)
-    assert execution.record_epoch(session, attempt, "pretrain", 1, {"loss": 2.0, "acc": 0.1})
-    assert execution.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.5})
+    assert running.record_epoch(session, attempt, "pretrain", 1, {"loss": 2.0, "acc": 0.1})
+    assert running.record_epoch(session, attempt, "pretrain", 1, {"loss": 1.5})
     rows = session.execute(
         select(JobMetric.name, JobMetric.value).where(JobMetric.job_id == job_id)
     ).all()
@@ -105,12 +105,12 @@ def test_a_resumed_epoch_overwrites_its_metrics_instead_of_duplicating(session, 
 
 def test_cancelling_job_can_still_be_finished_by_its_worker(session, job_id):
     attempt = execution.start_attempt(session, job_id)
-    assert not execution.cancel_requested(session, job_id)
+    assert not running.cancel_requested(session, job_id)
     job = session.get(Job, job_id)
     job.state, job.cancel_requested = "cancelling", True
     session.commit()
-    assert execution.cancel_requested(session, job_id)
-    assert execution.heartbeat(session, attempt)
+    assert running.cancel_requested(session, job_id)
+    assert running.heartbeat(session, attempt)
     assert execution.finish(session, attempt, "cancelled")
     assert event_types(session, job_id)[-1][1] == {"state": "cancelled", "attempt": 1}
 
@@ -152,7 +152,7 @@ def test_reaper_requeues_a_silent_job_and_fences_its_old_worker(session, job_id)
     age_heartbeat(session, job_id, 120)
     reaped = reaping.reap_stale(session, heartbeat_timeout_s=60)
     assert [(r.job_id, r.state, r.queue) for r in reaped] == [(job_id, "queued", "cpu")]
-    assert not execution.heartbeat(session, stale)
+    assert not running.heartbeat(session, stale)
     assert execution.start_attempt(session, job_id).attempt == 2
 
 

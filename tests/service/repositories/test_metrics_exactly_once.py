@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.service.models import Job, JobMetric, utcnow
-from noisefa.service.repositories import execution, reaping
+from noisefa.service.repositories import execution, reaping, running
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing.specs import pretrain_spec
@@ -29,7 +29,7 @@ def test_a_resumed_attempt_overwrites_repeated_epochs_and_never_duplicates(sessi
     job_id = create_job(session, project.id, parse_spec(pretrain_spec(3)), max_attempts=3).id
     first = execution.start_attempt(session, job_id)
     for epoch in (1, 2):
-        execution.record_epoch(session, first, "pretrain", epoch, {"loss": 10.0 + epoch, "a": 1.0})
+        running.record_epoch(session, first, "pretrain", epoch, {"loss": 10.0 + epoch, "a": 1.0})
 
     # The worker dies mid-epoch 3; the reaper hands the job to a second attempt, which
     # resumes from the epoch-1 checkpoint and so repeats epoch 2.
@@ -40,9 +40,9 @@ def test_a_resumed_attempt_overwrites_repeated_epochs_and_never_duplicates(sessi
     second = execution.start_attempt(session, job_id)
     assert second.attempt == 2
     for epoch in (2, 3):
-        execution.record_epoch(session, second, "pretrain", epoch, {"loss": 20.0 + epoch, "a": 2.0})
+        running.record_epoch(session, second, "pretrain", epoch, {"loss": 20.0 + epoch, "a": 2.0})
     # The first attempt was only paused (not dead): its late write is refused.
-    assert not execution.record_epoch(session, first, "pretrain", 3, {"loss": -1.0, "a": -1.0})
+    assert not running.record_epoch(session, first, "pretrain", 3, {"loss": -1.0, "a": -1.0})
     assert execution.finish(session, second, "succeeded", result={})
 
     assert points(session, job_id) == {
