@@ -103,7 +103,7 @@ class JobCallbacks(RunCallbacks):
         written = functools.partial(self._epoch_written, phase, epoch, metrics)
         self.writer.add(EpochMetrics(self.attempt, phase, epoch, metrics), written)
 
-    def _epoch_written(self, phase: str, epoch: int, metrics: dict[str, float], held: bool):
+    def _epoch_written(self, phase: str, epoch: int, metrics: dict[str, float], held: bool) -> None:
         """On the writer's thread: a refused write loses the lease; a stored epoch is
         mirrored to the trackers (only what the database holds)."""
         if not held:
