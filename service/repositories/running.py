@@ -2,10 +2,12 @@
 its polls for a cancel; each write fenced by the attempt's lease (:func:`.execution.touch`).
 
 A worker task writes these for every member of its pack at once (the members step, and end
-their epochs, together), so each write takes many attempts and makes one transaction of
-them: one commit, not one per member. Jobs are touched in id order, as
-:func:`.claims.claim_jobs` locks them, so two such transactions never wait on each other's
-rows in a cycle. The one-attempt forms are the same writes of one.
+their epochs, together), so each write takes many attempts and makes one transaction of a
+few statements, whatever the number of members: on the worker, a statement costs mostly the
+client's own CPU (building, binding, the ORM's unit of work), which the training thread
+waits for. Jobs updated one by one are updated in id order, as :func:`.claims.claim_jobs`
+locks them, so two such transactions never wait on each other's rows in a cycle. The
+one-attempt forms are the same writes of one.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import Job, JobMetric
-from .events import add_event
-from .execution import Attempt, touch, upsert
+from .events import insert_events
+from .execution import Attempt, touch, touch_each, upsert
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,57 @@ class EpochMetrics:
 
 
 def report_beats(session: Session, beats: Sequence[Beat]) -> list[bool]:
-    """Write every beat in one transaction; per beat whether its lease held. Commits."""
-    return _write_each(session, beats, _beat)
+    """Write every beat in one transaction; per beat whether its lease held. Commits.
+
+    Bare heartbeats are one UPDATE; each progress is its own (they differ), then their
+    events are one INSERT.
+    """
+    bare = [beat.attempt for beat in beats if beat.progress is None]
+    held = touch_each(session, bare) if bare else set()
+    progressed = sorted(
+        (beat for beat in beats if beat.progress is not None), key=lambda b: b.attempt.job_id
+    )
+    for beat in progressed:
+        if touch(session, beat.attempt, progress=beat.progress):
+            held.add(beat.attempt.job_id)
+    events = [(b.attempt.job_id, b.progress) for b in progressed if b.attempt.job_id in held]
+    insert_events(session, "progress", events)
+    session.commit()
+    return [beat.attempt.job_id in held for beat in beats]
 
 
 def record_epochs(session: Session, epochs: Sequence[EpochMetrics]) -> list[bool]:
     """Write each epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event in one
-    transaction; per epoch whether its lease held. Commits."""
-    return _write_each(session, epochs, _record_epoch)
+    transaction; per epoch whether its lease held. Commits.
+
+    Three statements whatever the number of epochs: the fenced touch of all their jobs, the
+    metric rows, the events.
+    """
+    held = touch_each(session, [record.attempt for record in epochs]) if epochs else set()
+    stored = [record for record in epochs if record.attempt.job_id in held]
+    rows = {
+        (record.attempt.job_id, record.phase, name, record.epoch): value
+        for record in stored
+        for name, value in record.metrics.items()
+    }  # keyed: one statement may not update a row twice
+    if rows:
+        upsert(
+            session,
+            JobMetric.__table__,
+            [
+                {"job_id": job_id, "phase": phase, "name": name, "epoch": epoch, "value": value}
+                for (job_id, phase, name, epoch), value in rows.items()
+            ],
+            ["job_id", "phase", "name", "epoch"],
+            ["value"],
+        )
+    events = [
+        (r.attempt.job_id, {"phase": r.phase, "epoch": r.epoch, "metrics": r.metrics})
+        for r in stored
+    ]
+    insert_events(session, "metrics", events)
+    session.commit()
+    return [record.attempt.job_id in held for record in epochs]
 
 
 def cancels_requested(session: Session, job_ids: Collection[str]) -> set[str]:
@@ -81,42 +126,3 @@ def record_epoch(
 def cancel_requested(session: Session, job_id: str) -> bool:
     """True when the job should stop: cancel asked, or the job is gone."""
     return job_id in cancels_requested(session, [job_id])
-
-
-def _write_each(session: Session, writes: Sequence[Any], write: Any) -> list[bool]:
-    """``write(session, w)`` of each of ``writes`` in job-id order, then one commit."""
-    held = [False] * len(writes)
-    for index in sorted(range(len(writes)), key=lambda i: writes[i].attempt.job_id):
-        held[index] = write(session, writes[index])
-    session.commit()
-    return held
-
-
-def _beat(session: Session, beat: Beat) -> bool:
-    if beat.progress is None:
-        return touch(session, beat.attempt)
-    ok = touch(session, beat.attempt, progress=beat.progress)
-    if ok:
-        add_event(session, beat.attempt.job_id, "progress", beat.progress)
-    return ok
-
-
-def _record_epoch(session: Session, record: EpochMetrics) -> bool:
-    attempt = record.attempt
-    ok = touch(session, attempt)
-    if ok and record.metrics:
-        rows = [
-            {
-                "job_id": attempt.job_id,
-                "phase": record.phase,
-                "name": name,
-                "epoch": record.epoch,
-                "value": value,
-            }
-            for name, value in record.metrics.items()
-        ]
-        upsert(session, JobMetric.__table__, rows, ["job_id", "phase", "name", "epoch"], ["value"])
-    if ok:
-        data = {"phase": record.phase, "epoch": record.epoch, "metrics": record.metrics}
-        add_event(session, attempt.job_id, "metrics", data)
-    return ok
