@@ -258,6 +258,10 @@ class PhaseStack:
         self.correct.zero_()
         diverged: dict[int, BaseException] = {}
         converged: list[int] = []  # stopped early, successfully, final checkpoint written
+        # Every run's epoch is recorded before any checkpoint is written: a checkpoint's
+        # callback may wait for the epochs handed over before it (the worker's), and so
+        # waits once for all of them, not once for each.
+        recorded: list[int] = []
         for r, index in enumerate(self.ids):
             member, phase = self.members[index], self.phases[index]
             member.progress.epoch, member.progress.step = self.epoch, 0
@@ -268,6 +272,9 @@ class PhaseStack:
                 )
                 continue
             member.record_epoch(phase, losses[r], accuracies[r])
+            recorded.append(r)
+        for r in recorded:
+            member, phase = self.members[self.ids[r]], self.phases[self.ids[r]]
             last = self.epoch == plan.epochs or member.converged(phase)
             if last:
                 member.progress.phases_done.append(self.name)

@@ -100,6 +100,7 @@ class JobCallbacks(RunCallbacks):
         points); the training thread goes on."""
         if self.monitor.lease_lost:
             return
+        metrics = dict(metrics)  # the writer's thread reads it later
         written = functools.partial(self._epoch_written, phase, epoch, metrics)
         self.writer.add(EpochMetrics(self.attempt, phase, epoch, metrics), written)
 

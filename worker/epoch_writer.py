@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from noisefa.service.repositories import running
@@ -56,14 +57,18 @@ class EpochWriter:
     def add(self, epoch: running.EpochMetrics, written: Callable[[bool], None]) -> None:
         """Hand ``epoch`` over; ``written`` is called once it is stored (or refused)."""
         with self._changed:
-            assert not self._stopped, "the epoch writer is stopped"
+            if self._stopped:
+                raise RuntimeError("the epoch writer is stopped")
             self._pending.append(PendingEpoch(epoch, written))
             self._changed.notify_all()
 
     def flush(self) -> None:
-        """Wait until every epoch handed over so far is written (or refused)."""
+        """Wait until every epoch handed over so far is written (or refused); not at all
+        once the thread is gone (what it left is lost, as a killed worker's would be)."""
         with self._changed:
-            self._changed.wait_for(lambda: not self._pending and not self._writing)
+            self._changed.wait_for(
+                lambda: (not self._pending and not self._writing) or not self._thread.is_alive()
+            )
 
     def stop(self) -> None:
         """Write what is waiting, then end the thread."""
@@ -89,8 +94,9 @@ class EpochWriter:
 
     def _write(self, batch: list[PendingEpoch]) -> None:
         """Write ``batch`` in one transaction (riding out a database blip), then tell each
-        epoch's caller. A batch that cannot be written counts as refused: its attempts stop
-        writing, and the reaper hands their jobs to new attempts, which redo those epochs."""
+        epoch's caller. A batch that fails otherwise is written epoch by epoch, so that one
+        bad epoch costs only its own run; an epoch that cannot be written counts as refused:
+        its attempt stops writing, and the reaper hands its job to a new attempt."""
         epochs = [pending.epoch for pending in batch]
         jobs = ", ".join(sorted({epoch.attempt.job_id for epoch in epochs}))
 
@@ -100,9 +106,16 @@ class EpochWriter:
 
         try:
             held = retry_db_write(commit, self.retry_s, f"epochs of {jobs}")
-        except Exception:
+        except (OperationalError, InterfaceError):  # the database stayed out of reach
             log.exception("writing %d epoch(s) of %s failed", len(batch), jobs)
             held = [False] * len(batch)
+        except Exception:
+            if len(batch) > 1:
+                for pending in batch:
+                    self._write([pending])
+                return
+            log.exception("writing an epoch of %s failed", jobs)
+            held = [False]
         for pending, ok in zip(batch, held, strict=True):
             try:
                 pending.written(ok)

@@ -58,19 +58,23 @@ def run_attempts(
     the attempt lost its lease and left the job alone)."""
     storage = storage_from_settings(settings)
     writer = EpochWriter(sessions, settings.heartbeat_timeout_s)
-    runs = [AttemptRun(attempt, settings, sessions, storage, writer) for attempt in attempts]
-    monitors = MonitorThread([run.monitor for run in runs], settings, sessions)
-    for run in runs:
-        run.callbacks.on_ended = _ender(run, monitors)
-    monitors.start()
     try:
-        outcomes = _train(runs, settings, monitors)
-        return {run.attempt.job_id: _end(run, outcomes[i], monitors) for i, run in enumerate(runs)}
+        runs = [AttemptRun(attempt, settings, sessions, storage, writer) for attempt in attempts]
+        monitors = MonitorThread([run.monitor for run in runs], settings, sessions)
+        for run in runs:
+            run.callbacks.on_ended = _ender(run, monitors)
+        monitors.start()
+        try:
+            outcomes = _train(runs, settings, monitors)
+            return {
+                run.attempt.job_id: _end(run, outcomes[i], monitors) for i, run in enumerate(runs)
+            }
+        finally:
+            monitors.stop()
+            for run in runs:
+                run.remove_folder()
     finally:
         writer.stop()
-        monitors.stop()
-        for run in runs:
-            run.remove_folder()
 
 
 def _end(run: AttemptRun, outcome: dict, monitors: MonitorThread) -> JobState | None:

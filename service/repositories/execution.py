@@ -52,6 +52,17 @@ def _fenced(*attempts: Attempt) -> list[ColumnElement[bool]]:
     ]
 
 
+def lock_jobs_in_id_order(session: Session, job_ids: Collection[str]) -> None:
+    """Lock the jobs' rows in id order, as :func:`.claims.claim_jobs` does, before writing
+    several of them in one transaction: two such transactions then never wait on each
+    other's rows in a cycle (a multi-row UPDATE locks in whatever order it scans). Postgres;
+    SQLite has no row locks (a writer holds the whole database)."""
+    if len(job_ids) > 1:
+        session.execute(
+            select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update()
+        )
+
+
 def touch_each(session: Session, attempts: Collection[Attempt], **values: Any) -> set[str]:
     """One fenced UPDATE of every attempt's job (heartbeat included) and ``values``; the ids
     of the jobs whose lease still holds. A Core statement: the ORM's bulk path costs more

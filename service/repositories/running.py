@@ -5,9 +5,9 @@ A worker task writes these for every member of its pack at once (the members ste
 their epochs, together), so each write takes many attempts and makes one transaction of a
 few statements, whatever the number of members: on the worker, a statement costs mostly the
 client's own CPU (building, binding, the ORM's unit of work), which the training thread
-waits for. Jobs updated one by one are updated in id order, as :func:`.claims.claim_jobs`
-locks them, so two such transactions never wait on each other's rows in a cycle. The
-one-attempt forms are the same writes of one.
+waits for. Each transaction first locks its jobs' rows in id order
+(:func:`.execution.lock_jobs_in_id_order`): the epoch writer and the monitor write the same
+rows from two threads. The one-attempt forms are the same writes of one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from ..models import Job, JobMetric
 from .events import insert_events
-from .execution import Attempt, touch, touch_each, upsert
+from .execution import Attempt, lock_jobs_in_id_order, touch, touch_each, upsert
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,10 @@ def report_beats(session: Session, beats: Sequence[Beat]) -> list[bool]:
     Bare heartbeats are one UPDATE; each progress is its own (they differ), then their
     events are one INSERT.
     """
+    lock_jobs_in_id_order(session, {beat.attempt.job_id for beat in beats})
     bare = [beat.attempt for beat in beats if beat.progress is None]
     held = touch_each(session, bare) if bare else set()
-    progressed = sorted(
-        (beat for beat in beats if beat.progress is not None), key=lambda b: b.attempt.job_id
-    )
+    progressed = [beat for beat in beats if beat.progress is not None]
     for beat in progressed:
         if touch(session, beat.attempt, progress=beat.progress):
             held.add(beat.attempt.job_id)
@@ -67,9 +66,10 @@ def record_epochs(session: Session, epochs: Sequence[EpochMetrics]) -> list[bool
     """Write each epoch's metrics (a resumed epoch overwrites) and a ``metrics`` event in one
     transaction; per epoch whether its lease held. Commits.
 
-    Three statements whatever the number of epochs: the fenced touch of all their jobs, the
-    metric rows, the events.
+    A few statements whatever the number of epochs: the lock, the fenced touch of all their
+    jobs, the metric rows, the events.
     """
+    lock_jobs_in_id_order(session, {record.attempt.job_id for record in epochs})
     held = touch_each(session, [record.attempt for record in epochs]) if epochs else set()
     stored = [record for record in epochs if record.attempt.job_id in held]
     rows = {

@@ -147,3 +147,38 @@ def test_a_killed_stack_resumes_every_member_exactly(tmp_path, small_spec):
     for done, folder, result in zip(whole, killed, results, strict=True):
         assert (folder / "metrics.jsonl").read_text() == (done / "metrics.jsonl").read_text()
         assert result == json.loads((done / "result.json").read_text())
+
+
+class Journal(RunCallbacks):
+    """Writes ``(run, what, epoch)`` of every epoch end and checkpoint into a shared list."""
+
+    def __init__(self, run: int, journal: list):
+        self.run, self.journal = run, journal
+
+    def on_epoch_end(self, phase, epoch, metrics):
+        self.journal.append((self.run, "epoch", phase, epoch))
+
+    def on_checkpoint(self, path):
+        self.journal.append((self.run, "checkpoint", path.name))
+
+
+def test_every_run_of_a_stack_records_its_epoch_before_any_writes_its_checkpoint(
+    tmp_path, small_spec
+):
+    """So the worker's checkpoint upload, which first waits for the epochs handed over,
+    waits once an epoch for all of a pack's runs rather than once for each."""
+    specs = [
+        small_spec(model={"seed": seed}, pretrain=None, checkpoint_every=1) for seed in range(3)
+    ]
+    journal: list = []
+    run_jobs(
+        specs,
+        [tmp_path / f"run{i}" for i in range(3)],
+        callbacks=[Journal(i, journal) for i in range(3)],
+    )
+    epoch_ends = [entry for entry in journal if entry[1] == "epoch" and entry[3] > 0]
+    assert epoch_ends, "the runs trained"
+    for _, _, phase, epoch in epoch_ends:
+        at = journal.index((0, "epoch", phase, epoch))
+        block = [entry[1] for entry in journal[at : at + 6]]
+        assert block == ["epoch"] * 3 + ["checkpoint"] * 3, journal[at : at + 6]

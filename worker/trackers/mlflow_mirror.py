@@ -8,8 +8,9 @@ flattened spec, per-epoch metrics with ``step`` (the global step of
 experiment is a parent run; its children are nested runs (tag ``mlflow.parentRunId``), the
 parent found by its job id tag or created by whichever process needs it first.
 
-The training thread only puts calls on a bounded queue; one daemon thread per process makes
-them, each with MLflow's own short HTTP timeout and few retries, plus a few tries of ours.
+The job's threads (training, epoch writer) only put calls on a bounded queue; one daemon
+thread per process makes them, each with MLflow's own short HTTP timeout and few retries,
+plus a few tries of ours.
 A call that still fails, or that finds the queue full, is logged and dropped: MLflow down
 never fails or slows a job. ``mlflow`` is an optional extra (``pip install noisefa[mlflow]``)
 imported only here, and this module only when the setting is set.

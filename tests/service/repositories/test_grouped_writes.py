@@ -5,6 +5,7 @@ backends."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,6 +120,28 @@ def test_a_refused_epoch_in_a_shared_write_loses_only_its_own_lease(session, ses
     assert losses(session, live.job_id) == {2: 2.0}
 
 
+def test_an_epoch_that_fails_in_a_shared_write_costs_only_its_own_run(session, sessions):
+    busy, bad, good = started(session, 3)
+    writer = EpochWriter(sessions, retry_s=5)
+    try:
+        epochs = [
+            EpochMetrics(bad, "pretrain", 1, {"loss": object()}),  # cannot be stored
+            EpochMetrics(good, "pretrain", 1, {"loss": 1.0}),
+        ]
+        assert write_while_busy(writer, busy, epochs) == [False, True]
+    finally:
+        writer.stop()
+    assert losses(session, bad.job_id) == {}
+    assert losses(session, good.job_id) == {1: 1.0}
+
+
+def test_a_lease_is_one_job_and_its_own_token_never_another_jobs(session):
+    first, second = started(session, 2)
+    crossed = dataclasses.replace(first, lease_token=second.lease_token)
+    assert execution.touch_each(session, [crossed, second]) == {second.job_id}
+    session.commit()
+
+
 def test_stop_writes_what_is_waiting_first(session, sessions):
     (member,) = started(session, 1)
     writer = EpochWriter(sessions, retry_s=5)
@@ -145,14 +168,17 @@ def test_epochs_that_cannot_be_written_past_the_retry_deadline_are_refused(sessi
 def test_a_monitor_tick_writes_every_member_in_one_transaction_and_polls_once(
     session, sessions, settings, commits_of
 ):
-    stale, live, cancelled = started(session, 3)
+    stale, live, cancelled, quiet = started(session, 4)
     made_stale(session, stale)
     job = session.get(Job, cancelled.job_id)
     job.cancel_requested = True
     session.commit()
-    monitors = [JobMonitor(attempt, sessions, settings) for attempt in (stale, live, cancelled)]
-    for i, monitor in enumerate(monitors):
+    monitors = [
+        JobMonitor(attempt, sessions, settings) for attempt in (stale, live, cancelled, quiet)
+    ]
+    for i, monitor in enumerate(monitors[:3]):  # the quiet one only heartbeats
         monitor.set_progress({"phase": "pretrain", "epoch": 1, "step": i})
+    quiet_beat = session.get(Job, quiet.job_id).heartbeat_at
     thread = MonitorThread(monitors, settings, sessions)  # ticked here, not started
     later = time.monotonic() + 3600  # every heartbeat and poll is due
     name = threading.current_thread().name
@@ -161,9 +187,11 @@ def test_a_monitor_tick_writes_every_member_in_one_transaction_and_polls_once(
     thread.tick(monitors, later)
 
     assert commits_of(name) - before == 2  # the beats, then the cancel polls
-    assert [m.lease_lost for m in monitors] == [True, False, False]
-    assert [m.cancel_seen.is_set() for m in monitors] == [False, False, True]
+    assert [m.lease_lost for m in monitors] == [True, False, False, False]
+    assert [m.cancel_seen.is_set() for m in monitors] == [False, False, True, False]
     session.expire_all()
     progress = [session.get(Job, a.job_id).progress for a in (live, cancelled)]
     assert [p["step"] for p in progress] == [1, 2]
     assert session.get(Job, stale.job_id).progress is None  # the new attempt's, untouched
+    quiet_job = session.get(Job, quiet.job_id)
+    assert quiet_job.progress is None and quiet_job.heartbeat_at > quiet_beat
