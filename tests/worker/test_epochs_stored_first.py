@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
@@ -19,8 +18,8 @@ from noisefa.service.models import Artifact, Job, JobMetric
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
-from noisefa.service.repositories.running import EpochMetrics
 from noisefa.service.storage import storage_from_settings
+from noisefa.testing.busy_writer import writer_busy
 from noisefa.testing.specs import pretrain_spec
 from noisefa.worker.attempts import AttemptRun
 from noisefa.worker.epoch_writer import EpochWriter
@@ -50,23 +49,6 @@ def writer(sessions) -> Iterator[EpochWriter]:
     writer = EpochWriter(sessions, retry_s=5)
     yield writer
     writer.stop()
-
-
-@contextmanager
-def writer_busy(writer: EpochWriter, attempt: execution.Attempt) -> Iterator[None]:
-    """The writer busy with an epoch of ``attempt`` until the block ends."""
-    writing, release = threading.Event(), threading.Event()
-
-    def hold(held: bool) -> None:
-        writing.set()
-        release.wait(DEADLINE_S)
-
-    writer.add(EpochMetrics(attempt, "pretrain", 1, {"loss": 0.5}), hold)
-    assert writing.wait(DEADLINE_S)
-    try:
-        yield
-    finally:
-        release.set()
 
 
 def started(target, *args) -> threading.Thread:

@@ -20,11 +20,10 @@ from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.service.repositories.running import EpochMetrics
+from noisefa.testing.busy_writer import writer_busy
 from noisefa.testing.specs import pretrain_spec
 from noisefa.worker.epoch_writer import EpochWriter
 from noisefa.worker.monitor import JobMonitor, MonitorThread
-
-DEADLINE_S = 30
 
 
 @pytest.fixture
@@ -74,18 +73,10 @@ def losses(session, job_id: str) -> dict[int, float]:
 def write_while_busy(writer: EpochWriter, busy: execution.Attempt, epochs: list[EpochMetrics]):
     """Hand ``epochs`` over while the writer is busy with an epoch of ``busy`` (so they all
     wait for the same next write); per epoch whether its lease held, after a flush."""
-    writing, release = threading.Event(), threading.Event()
-
-    def hold(held: bool) -> None:
-        writing.set()
-        release.wait(DEADLINE_S)
-
-    writer.add(EpochMetrics(busy, "pretrain", 1, {"loss": 0.5}), hold)
-    assert writing.wait(DEADLINE_S)
     held: dict[int, bool] = {}
-    for i, epoch in enumerate(epochs):
-        writer.add(epoch, lambda ok, i=i: held.__setitem__(i, ok))
-    release.set()
+    with writer_busy(writer, busy):
+        for i, epoch in enumerate(epochs):
+            writer.add(epoch, lambda ok, i=i: held.__setitem__(i, ok))
     writer.flush()
     return [held[i] for i in range(len(epochs))]
 
