@@ -1,11 +1,11 @@
 """A worker task's epoch metrics, written off the training thread, many in one transaction.
 
 An epoch's metrics take a few round trips to the database (the fenced touch, the metric
-rows, the ``metrics`` event, the commit), and on the training thread, with the monitor's
-and the trackers' threads contending for the interpreter, they cost tens of milliseconds
-an epoch end, paid by every run of the stack; a pack ends R epochs at once. So the training
-thread hands each epoch to :class:`EpochWriter` and goes on, and the writer's one thread
-writes whatever was handed over since its last write in one transaction
+rows, the ``metrics`` event, the commit): on Postgres a few milliseconds each, most of them
+the client's own CPU, paid on the training thread by every run of a stack, and a pack ends R
+epochs at once. So the training thread hands each epoch to :class:`EpochWriter` and goes on,
+and the writer's one thread writes whatever was handed over since its last write in one
+transaction
 (:func:`~noisefa.service.repositories.running.record_epochs`; each epoch still fenced by
 its own attempt's lease).
 

@@ -17,7 +17,7 @@ ends as its own job. What stays each member's own:
   step, once its stop checkpoint is stored; diverged (fails alone); converged early
   (``train.early_stop``: succeeds with its result);
 - one :class:`~.epoch_writer.EpochWriter` stores the members' epochs off the training
-  thread, those that end together in one transaction;
+  thread, all those waiting in one transaction;
 - one :class:`~.monitor.MonitorThread` heartbeats and polls cancel for every member not yet
   ended, also while the members are ended one by one after training (uploads and tracker
   drains take seconds each: a member waiting for its turn must not go stale to the reaper);
