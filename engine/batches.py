@@ -74,6 +74,7 @@ class NoiseBatches:
     def __init__(self, sources: Sequence[NoiseSource]):
         self.sources = list(sources)
         self.buffers: dict[int, Batch] = {}
+        self.run_slices: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # views, made once
 
     def start_epoch(self, skip: int = 0) -> None:
         """Noise has no order to draw: each step continues each run's generator."""
@@ -94,14 +95,15 @@ class NoiseBatches:
                     (runs, size, first.num_classes), 1.0 / first.num_classes, device=device
                 )
             self.buffers[size] = (x, labels, target)
+            self.run_slices[size] = list(zip(x.unbind(), labels.unbind(), strict=True))
         return self.buffers[size]
 
     def next(self, size: int) -> Batch:
         """Each run's next noise batch (the draws of ``NoiseSource.batch``, in place)."""
-        x, labels, target = self._buffers(size)
-        for r, source in enumerate(self.sources):
-            source.fill(x[r], labels[r])
-        return x, labels, target
+        batch = self._buffers(size)
+        for source, (x, labels) in zip(self.sources, self.run_slices[size], strict=True):
+            source.fill(x, labels)
+        return batch
 
     def take(self, keep: Sequence[int]) -> NoiseBatches:
         return NoiseBatches([self.sources[r] for r in keep])

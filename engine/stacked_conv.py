@@ -104,10 +104,11 @@ class StackedConvNet(StackedParameters):
     def step_gradients(
         self, x: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write one step's gradients into :attr:`grads`; return logits and per-run losses.
+        """Write one step's gradients into :attr:`grads`; return logits and per-run loss sums.
 
         ``x`` (R, B, *input); ``target`` (R, B) class indices or (R, B, C) probabilities;
-        each run's loss is ``F.cross_entropy`` (mean over its batch).
+        each run's gradient is that of ``F.cross_entropy`` (mean over its batch), and its
+        loss is returned summed over the batch, as :class:`~.stacked_model.StackedMLP` does.
         """
         logits, losses = [], []
         for r, model in enumerate(self.replicas):
@@ -122,7 +123,7 @@ class StackedConvNet(StackedParameters):
                     self.grads.views[k][r].copy_(grad)
             logits.append(out.detach())
             losses.append(loss.detach())
-        return torch.stack(logits), torch.stack(losses)  # (R, B, C), (R,)
+        return torch.stack(logits), torch.stack(losses).mul_(x.shape[1])  # (R, B, C), (R,)
 
     @torch.no_grad()
     def write_back(self, models: Sequence[MLP]) -> None:

@@ -57,7 +57,7 @@ class StackedMLP(StackedParameters):
         # place, so these stay current, and a step of small layers is mostly per-op cost.
         self.weights_t = [w.transpose(1, 2) for w in self.weights]  # (R, in, out)
         self.bias_rows = [b.unsqueeze(1) for b in self.biases]  # (R, 1, out)
-        self.minus_ones: dict[torch.Size, torch.Tensor] = {}  # the targets' -1, per shape
+        self.minus_ones: dict[torch.Size, torch.Tensor] = {}  # the targets' -1/B, per shape
         self.weight_grads, self.bias_grads = grads[0 : 2 * depth : 2], grads[1 : 2 * depth : 2]
         self.batch_norm = config.batch_norm
         if self.batch_norm:
@@ -91,13 +91,15 @@ class StackedMLP(StackedParameters):
     def step_gradients(
         self, x: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write one step's gradients into :attr:`grads`; return logits and per-run losses.
+        """Write one step's gradients into :attr:`grads`; return logits and per-run loss sums.
 
         Nothing it touches requires grad, so autograd records nothing whatever the grad mode
         (the trainer's phase runs under ``no_grad`` once, not per call).
 
         ``x`` (R, B, *input); ``target`` (R, B) class indices or (R, B, C) probabilities.
-        Each run's loss is the mean cross-entropy over its batch, as in ``F.cross_entropy``.
+        Each run's gradient is that of its mean cross-entropy over the batch, as in
+        ``F.cross_entropy``; the loss returned is the batch's sum (what the epoch's mean adds
+        up, without a division per step).
         Batch-norm running statistics are updated as ``nn.BatchNorm1d`` does in train mode.
         """
         batch = x.shape[1]
@@ -115,18 +117,24 @@ class StackedMLP(StackedParameters):
                 h = self.activation(h)
                 outputs.append(h)
         logits = h  # (R, B, C)
-        log_probs = logits.log_softmax(2)
-        grad = log_probs.exp()  # softmax; minus the target, over B, is d(mean loss)/d(logits)
+        # Softmax and the log of its normaliser from one max, one exp and one sum: at C ~ 10
+        # classes, torch's log_softmax kernel costs ~10 us per run of the stack on a CPU core,
+        # where these reductions cost a few us for the whole stack.
+        shifted = logits - logits.amax(2, keepdim=True)  # (R, B, C)
+        exps = shifted.exp()
+        totals = exps.sum(2, keepdim=True)  # (R, B, 1)
         if target.dim() == 2:
             index = target.unsqueeze(2)  # (R, B, 1)
-            losses = -log_probs.gather(2, index).squeeze(2).mean(1)  # (R,)
+            # -log p(target) = log(total) - shifted[target], summed over the batch
+            losses = (totals.log() - shifted.gather(2, index)).sum((1, 2))  # (R,)
+            # d(mean loss)/d(logits) = (softmax - onehot) / B
+            grad = exps.div_(totals.mul_(batch))
             if index.shape not in self.minus_ones:
-                self.minus_ones[index.shape] = torch.full_like(index, -1, dtype=grad.dtype)
+                self.minus_ones[index.shape] = torch.full_like(index, -1 / batch, dtype=grad.dtype)
             grad.scatter_add_(2, index, self.minus_ones[index.shape])
         else:
-            losses = -(target * log_probs).sum(2).mean(1)  # (R,)
-            grad.sub_(target)
-        grad.div_(batch)
+            losses = -(target * (shifted - totals.log())).sum((1, 2))  # (R,)
+            grad = exps.div_(totals).sub_(target).div_(batch)
         output_error = grad  # (R, B, C): what a direct rule sends to every layer
         for i in range(last, -1, -1):
             # (R, out, B) @ (R, B, in) -> (R, out, in)

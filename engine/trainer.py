@@ -241,9 +241,9 @@ class PhaseStack:
     def _step(self, size: int) -> None:
         """One step of every run: batch, forward, rule backward, update, sums. No host sync."""
         x, labels, target = self.source.next(size)  # (R, B, *in), (R, B), (R, B[, C])
-        logits, losses = self.model.step_gradients(x, target)  # (R, B, C), (R,)
+        logits, loss_sums = self.model.step_gradients(x, target)  # (R, B, C), (R,)
         self.optimizer.step()
-        self.loss_sum.add_(losses, alpha=size)
+        self.loss_sum.add_(loss_sums)
         self.correct.add_((logits.argmax(2) == labels).sum(1))
 
     def _end_epoch(self) -> dict[int, BaseException]:

@@ -227,3 +227,27 @@ def test_a_fixed_feedback_in_a_stack_with_kp_never_moves():
         assert torch.equal(stack.feedback[i][1], fixed[i])
         assert not torch.equal(stack.feedback[i][0], trained[i])
     assert stack.run_views == [stack.num_params + 3, stack.num_params, stack.num_params]
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["class indices", "probabilities"])
+def test_a_stacked_step_returns_each_runs_loss_sum_and_the_mean_losss_gradients(soft):
+    """The explicit softmax (max, exp, sum) matches autograd of ``F.cross_entropy`` per run:
+    the loss summed over the batch, the gradients of its mean; large logits do not overflow."""
+    models = [model_of("bp", seed=seed) for seed in range(3)]
+    with torch.no_grad():
+        models[2].rule_layers[-1].weight.mul_(1e3)  # logits in the thousands: exp(x) overflows
+    x, y = data(seed=1)
+    xs = torch.stack([x, -x, 2 * x])  # (R, B, 7)
+    labels = torch.stack([y, y.flip(0), (y + 1) % 4])  # (R, B)
+    target = F.softmax(torch.randn(3, len(x), 4, dtype=torch.float64), 2) if soft else labels
+    stack = StackedMLP(models, [torch.Generator().manual_seed(0) for _ in models])
+    logits, loss_sums = stack.step_gradients(xs, target)
+    for r, model in enumerate(models):
+        model.zero_grad(set_to_none=True)
+        with true_gradient(model):
+            loss = F.cross_entropy(model(xs[r]), target[r])
+            loss.backward()
+        assert torch.allclose(loss_sums[r], loss * len(x), rtol=1e-12, atol=1e-9)
+        for param, grad in zip(model.parameters(), stack.grads.views, strict=True):
+            assert torch.allclose(grad[r], param.grad, rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(logits).all() and torch.isfinite(loss_sums).all()
