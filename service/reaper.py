@@ -21,7 +21,9 @@ Each sweep, under one database-wide lock so replicas take turns:
 4. experiments whose runs have all ended but which were not aggregated within
    ``experiment_sweep_after_s`` (the "aggregate" message was lost, or its worker died) are
    sent to aggregate again;
-5. workers silent for ``dead_worker_retention_s`` are deleted from the worker registry.
+5. workers silent for ``dead_worker_retention_s`` are deleted from the worker registry;
+6. progress events older than ``progress_event_retention_s`` are deleted, but each job's
+   latest (:func:`~.repositories.events.prune_superseded_progress`).
 
 Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
 moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
@@ -47,6 +49,7 @@ from .broker import enqueue_finish_experiment
 from .broker_peek import waiting_job_ids
 from .packs import plan_packs_or_singles, send_each
 from .periodic import PeriodicLoop
+from .repositories.events import prune_superseded_progress
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
 from .repositories.reaping import queued_counts, reap_stale, stale_queued_jobs
@@ -71,6 +74,7 @@ class Sweep:
     expired_keys: int = 0
     aggregations: list[str] = field(default_factory=list)
     pruned_workers: int = 0
+    pruned_progress: int = 0
 
 
 def _take_lock(session: Session) -> bool:
@@ -123,6 +127,10 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
             done.aggregations = [job_id for job_id, _ in stalled]
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
+        if _take_lock(session):
+            done.pruned_progress = prune_superseded_progress(
+                session, settings.progress_event_retention_s
+            )
         # An experiment's runs go back as packs: a dead pack's members resume as one stack.
         packs = plan_packs_or_singles(session, settings, to_send, "reaper")
     send_each(celery, packs, "reaper")

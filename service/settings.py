@@ -127,6 +127,13 @@ class Settings(BaseSettings, Limits, UploadLimits, WorkerSettings):
         description="A worker silent this long is deleted from the registry by the reaper "
         "(it stops counting as live after heartbeat_timeout_s).",
     )
+    progress_event_retention_s: float = Field(
+        300.0,
+        gt=0,
+        description="A job's progress events older than this, but its latest, are deleted by "
+        "the reaper (a running job writes one every half second; state and metrics events "
+        "are kept).",
+    )
     metrics_token: SecretStr | None = Field(
         None,
         min_length=16,

@@ -7,10 +7,11 @@ new events of every watched job in one query per tick (:func:`events_of_jobs_aft
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, exists, insert, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from noisefa.engine.contract.states import FailureReason, JobState
 
@@ -38,6 +39,29 @@ def insert_events(session: Session, type_: str, events: Sequence[tuple[str, dict
             for job_id, data in events
         ]
         session.execute(insert(JobEvent.__table__), rows)
+
+
+def prune_superseded_progress(session: Session, older_than_s: float) -> int:
+    """Delete ``progress`` events older than ``older_than_s`` that a later progress event of
+    the same job supersedes; how many went. Commits.
+
+    A running job writes one every half second (a pack: one per member), so a long job's
+    would otherwise grow ``job_events`` without bound. A progress event is a snapshot, not a
+    change: a stream that replays a job's history gets its recent ones and the latest, and
+    every state and metrics event is kept.
+    """
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    later = aliased(JobEvent)
+    superseded = exists().where(
+        later.job_id == JobEvent.job_id, later.type == "progress", later.id > JobEvent.id
+    )
+    deleted = session.execute(
+        delete(JobEvent)
+        .where(JobEvent.type == "progress", JobEvent.created_at < cutoff, superseded)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return deleted.rowcount or 0
 
 
 def state_event_data(

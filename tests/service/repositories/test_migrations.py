@@ -201,3 +201,24 @@ def test_0007_adds_jobs_hold_until_and_downgrades_back_keeping_every_row(empty_d
     assert "hold_until" not in columns(empty_database, "jobs")
     (row,) = artifact_rows(empty_database)  # the column went without copying jobs
     assert (row["job_id"], row["name"]) == ("j", "result.json")
+
+
+def indexes(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {index["name"] for index in inspect(engine).get_indexes(table)}
+    finally:
+        engine.dispose()
+
+
+def test_0008_adds_the_progress_prune_index_and_downgrades_back(empty_database, tmp_path):
+    settings = settings_for(tmp_path, database_url=empty_database)
+    upgrade(settings, "0007")
+    insert_legacy_rows(empty_database)
+    assert "ix_job_events_type_created" not in indexes(empty_database, "job_events")
+    upgrade(settings, "0008")
+    assert "ix_job_events_type_created" in indexes(empty_database, "job_events")
+    downgrade(settings, "0007")
+    assert "ix_job_events_type_created" not in indexes(empty_database, "job_events")
+    (row,) = artifact_rows(empty_database)
+    assert (row["job_id"], row["name"]) == ("j", "result.json")

@@ -13,7 +13,7 @@ from noisefa.engine.contract.spec import parse_spec
 from noisefa.service import packs
 from noisefa.service.app import create_app
 from noisefa.service.broker import enqueue_job, enqueue_pack
-from noisefa.service.models import Job, utcnow
+from noisefa.service.models import Job, JobEvent, utcnow
 from noisefa.service.reaper import REAPER_LOCK_KEY, sweep
 from noisefa.service.repositories import execution
 from noisefa.service.repositories.jobs import create_job
@@ -178,3 +178,38 @@ def test_a_held_job_is_resent_only_once_its_hold_is_long_over(app, session):
     assert ended.id in resent and lasting.id not in resent
     assert state_of(session, ended.id).hold_until is None  # sent: no longer held
     assert state_of(session, lasting.id).hold_until is not None
+
+
+def progress_events(session, job_id: str) -> list[tuple[str, dict]]:
+    rows = session.execute(
+        select(JobEvent.type, JobEvent.data).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+    )
+    return [(type_, data) for type_, data in rows]
+
+
+def test_sweep_prunes_old_superseded_progress_keeping_each_jobs_latest(app, session, job_id):
+    """A long run's progress events do not pile up: old ones go but each job's latest; the
+    recent ones, and every state and metrics event, stay."""
+    project = get_or_create_project(session, "reaper-tests")
+    quiet = create_job(session, project.id, parse_spec(pretrain_spec()), max_attempts=2).id
+    retention = app.state.settings.progress_event_retention_s
+    old, recent = utcnow() - timedelta(seconds=retention + 60), utcnow()
+    rows = [
+        (job_id, "progress", {"step": 1}, old),
+        (job_id, "metrics", {"epoch": 1}, old),
+        (job_id, "progress", {"step": 2}, old),
+        (job_id, "progress", {"step": 3}, recent),
+        (job_id, "progress", {"step": 4}, recent),
+        (quiet, "progress", {"step": 9}, old),  # its latest: kept however old
+    ]
+    for job, type_, data, at in rows:
+        session.add(JobEvent(job_id=job, type=type_, data=data, created_at=at))
+    session.commit()
+    before = progress_events(session, job_id)
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings)
+    assert done.pruned_progress == 2
+    kept = progress_events(session, job_id)
+    assert [data for type_, data in kept if type_ == "progress"] == [{"step": 3}, {"step": 4}]
+    assert [e for e in before if e[0] != "progress"] == [e for e in kept if e[0] != "progress"]
+    assert progress_events(session, quiet)[-1] == ("progress", {"step": 9})
+    assert sweep(app.state.sessionmaker, app.state.celery, app.state.settings).pruned_progress == 0
