@@ -5,8 +5,9 @@
    stack on one worker, :mod:`noisefa.service.packs`), send "run pack [X, Y, ...]" for each
    (or "run job X" for a pack of one), and return. The experiment stays ``running`` without
    holding a worker slot.
-2. Every ``noisefa.run_job`` task then asks, once its job has ended, whether that was the
-   last live run of an experiment (:func:`aggregate_if_due`) and if so sends
+2. Every ``noisefa.run_job`` (or ``run_pack``) task then asks, once its jobs have ended,
+   whether they were the last live runs of an experiment (:func:`aggregate_if_due`, once
+   per experiment) and if so sends
    ``noisefa.finish_experiment``; the reaper sends it too when such a message was lost.
 3. :func:`finish_experiment` claims the experiment in the database (only when every child
    is terminal), aggregates the runs' metric histories into ``report.json``, ``report.md``
@@ -23,7 +24,7 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,22 +101,32 @@ def fan_out_experiment(
     return None
 
 
-def aggregate_if_due(job_id: str, settings: Settings) -> None:
-    """After job ``job_id`` ended: if it is an experiment's run, record how many of the
-    experiment's runs have ended, and send "aggregate" if it was the last live one."""
+def aggregate_if_due(job_ids: Sequence[str], settings: Settings) -> None:
+    """After the jobs ``job_ids`` ended (one job, or a pack's members): for each experiment
+    they are runs of, once, record how many of its runs have ended, and send "aggregate" if
+    none is live any more. A pack's members end together; asked once per member, every one
+    of them would find the experiment due and send its own "aggregate"."""
     engine = engine_from_settings(settings)
+    due: list[tuple[str, str]] = []
     try:
-        with make_sessionmaker(engine)() as session:
-            parent_id = experiment_repo.parent_of(session, job_id)
-            if parent_id is None:
-                return
-            experiment_repo.record_children_done(session, parent_id)
-            due = experiment_repo.due_parent(session, job_id)
+        sessions = make_sessionmaker(engine)
+        with sessions() as session:
+            parents = experiment_repo.parents_of(session, job_ids)
+        for parent_id, run_id in parents.items():
+            try:
+                with sessions() as session:
+                    experiment_repo.record_children_done(session, parent_id)
+                    found = experiment_repo.due_parent(session, run_id)
+            except Exception:  # one failing check must not skip the other experiments
+                log.exception("experiment %s: checking whether it is due failed", parent_id)
+                continue
+            if found is not None:
+                due.append(found)
     finally:
         engine.dispose()
-    if due is not None:
-        log.info("experiment %s: last run ended; aggregating", due[0])
-        _send(settings, lambda celery: enqueue_finish_experiment(celery, *due))
+    for parent in due:
+        log.info("experiment %s: last run ended; aggregating", parent[0])
+        _send(settings, lambda celery, parent=parent: enqueue_finish_experiment(celery, *parent))
 
 
 class LostLease(Exception):

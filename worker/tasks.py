@@ -7,16 +7,12 @@ redelivering it is harmless (the database lets one attempt start, and refuses a 
 
 from __future__ import annotations
 
-import logging
-
 from noisefa.service.broker import FINISH_EXPERIMENT_TASK, RUN_JOB_TASK, RUN_PACK_TASK
 from noisefa.service.settings import get_settings
 
 from .celery_app import app
 from .execution import execute_job, execute_pack
 from .experiments import aggregate_if_due, finish_experiment
-
-log = logging.getLogger(__name__)
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True)
@@ -27,22 +23,18 @@ def run_job(job_id: str) -> None:
     try:
         execute_job(job_id, settings)
     finally:
-        aggregate_if_due(job_id, settings)
+        aggregate_if_due([job_id], settings)
 
 
 @app.task(name=RUN_PACK_TASK, acks_late=True)
 def run_pack(job_ids: list[str]) -> None:
-    """Run the queued jobs of ``job_ids`` as one pack (one stack); then, for each, as after
-    ``run_job``, ask for its experiment's aggregation if it was the last live run."""
+    """Run the queued jobs of ``job_ids`` as one pack (one stack); then, as after
+    ``run_job``, ask for the aggregation of each experiment whose last live runs they were."""
     settings = get_settings()
     try:
         execute_pack(job_ids, settings)
     finally:
-        for job_id in job_ids:
-            try:
-                aggregate_if_due(job_id, settings)
-            except Exception:  # one failing check must not skip the others' experiments
-                log.exception("job %s: asking for its experiment's aggregation failed", job_id)
+        aggregate_if_due(job_ids, settings)
 
 
 @app.task(name=FINISH_EXPERIMENT_TASK, acks_late=True)

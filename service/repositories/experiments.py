@@ -18,7 +18,7 @@ but "run job X" and "aggregate experiment X", and either may be lost or duplicat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -109,11 +109,19 @@ def children_progress(done: int, total: int) -> dict[str, Any]:
     return {"phase": JobKind.EXPERIMENT, "children_done": done, "children_total": total}
 
 
-def parent_of(session: Session, job_id: str) -> str | None:
-    """The experiment ``job_id`` is a run of; None for a job that is no run. Reads only."""
-    parent_id = session.scalar(select(Job.parent_id).where(Job.id == job_id))
+def parents_of(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
+    """The experiments the jobs ``job_ids`` are runs of: each parent id, once, with the first
+    of its runs among them (jobs that are no run are left out). Reads only."""
+    rows = session.execute(
+        select(Job.id, Job.parent_id).where(Job.id.in_(list(job_ids)), Job.parent_id.is_not(None))
+    ).all()
     session.commit()
-    return parent_id
+    parent = {job_id: parent_id for job_id, parent_id in rows}
+    first: dict[str, str] = {}
+    for job_id in job_ids:
+        if job_id in parent:
+            first.setdefault(parent[job_id], job_id)
+    return first
 
 
 def record_children_done(session: Session, parent_id: str) -> dict[str, Any] | None:

@@ -121,8 +121,10 @@ def test_progress_counts_the_runs_that_ended_of_all(session):
 
     assert progress() == {"phase": "experiment", "children_done": 0, "children_total": 4}
     runs = experiment_repo.children(session, attempt.job_id)
-    assert experiment_repo.parent_of(session, runs[0].id) == attempt.job_id
-    assert experiment_repo.parent_of(session, attempt.job_id) is None
+    assert experiment_repo.parents_of(session, [runs[0].id]) == {attempt.job_id: runs[0].id}
+    assert experiment_repo.parents_of(session, [attempt.job_id]) == {}
+    ids = [attempt.job_id, runs[2].id, runs[0].id, runs[1].id]  # a pack's: one parent, once
+    assert experiment_repo.parents_of(session, ids) == {attempt.job_id: runs[2].id}
     for run, state in zip(runs[:2], ("succeeded", "failed"), strict=True):
         session.execute(update(Job).where(Job.id == run.id).values(state=state))
     session.commit()
