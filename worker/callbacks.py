@@ -68,31 +68,16 @@ class JobCallbacks(RunCallbacks):
         # takes it off the stack then (RunCallbacks.should_stop), so its job may end now.
         self.on_ended: Callable[[dict | BaseException], None] | None = None
         self._epochs = 0
-        self._phase_clock: tuple[float, int] | None = None  # (time, global step) at start
 
     def on_phase_start(self, phase: str, epochs: int, steps_per_epoch: int) -> None:
-        """Reset the ETA clock (a resumed phase starts mid-way)."""
+        """Note the phase's length, for the ETA."""
         self._epochs = epochs
-        self._phase_clock = None
 
     def on_progress(self, phase: str, epoch: int, step: int, steps_per_epoch: int) -> None:
-        """Hand the position and ETA to the monitor: no I/O on the training thread."""
-        done = (epoch - 1) * steps_per_epoch + step  # steps of this phase so far
-        now = time.monotonic()
-        if self._phase_clock is None:
-            self._phase_clock = (now, done)
-        started, first = self._phase_clock
-        rate = (done - first) / (now - started) if now > started and done > first else 0.0
-        remaining = self._epochs * steps_per_epoch - done
-        self.monitor.set_progress(
-            {
-                "phase": phase,
-                "epoch": epoch,
-                "epochs": self._epochs,
-                "step": step,
-                "steps": steps_per_epoch,
-                "eta_s": round(remaining / rate, 1) if rate > 0 else None,
-            }
+        """Hand the position to the monitor, which makes the progress and ETA of it: this runs
+        every step of every run of a pack, so it only makes a tuple."""
+        self.monitor.set_position(
+            (phase, epoch, self._epochs, step, steps_per_epoch, time.monotonic())
         )
 
     def on_epoch_end(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:

@@ -1,15 +1,15 @@
 """Heartbeats, throttled progress writes and cancel polls of running jobs, off the training
 thread.
 
-:class:`JobMonitor` is one attempt's side of it: the latest progress (handed over by the
-engine's hooks without I/O), the cancel flag it polled, and whether the lease is lost (any
-refused write). :class:`MonitorThread` is one daemon thread that serves every attempt of a
-worker task (a pack's members, or a single job): each tick it writes a member's progress
-when it changed (at most twice a second; a progress write is also a heartbeat), heartbeats
-it every ``heartbeat_interval_s`` otherwise (even through a long epoch), and polls its cancel
-flag every ``cancel_poll_s``. A tick writes all the members' beats in one transaction and
-polls all their flags in one query: a pack's members step together, so a pack of 9 makes
-two commits a tick instead of up to eighteen.
+:class:`JobMonitor` is one attempt's side of it: the latest position (handed over by the
+engine's hooks every step as a tuple: no I/O, no dict), the cancel flag it polled, and
+whether the lease is lost (any refused write). :class:`MonitorThread` is one daemon thread
+that serves every attempt of a worker task (a pack's members, or a single job): each tick it
+writes a member's progress when it changed (at most twice a second; a progress write is
+also a heartbeat), heartbeats it every ``heartbeat_interval_s`` otherwise (even through a
+long epoch), and polls its cancel flag every ``cancel_poll_s``. A tick writes all the
+members' beats in one transaction and polls all their flags in one query: a pack's members
+step together, so a pack of 9 makes two commits a tick instead of up to eighteen.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ from noisefa.service.settings import Settings
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
+# Where a run is, as the training thread hands it over every step (every run of a pack):
+# phase, epoch, epochs of the phase, step in the epoch, steps per epoch, monotonic time.
+# A plain tuple, since it is made every step; the monitor makes the stored progress of it.
+Position = tuple[str, int, int, int, int, float]
 
 
 class JobMonitor:
@@ -48,10 +52,15 @@ class JobMonitor:
         self.cancel_seen = threading.Event()
         self.writing = threading.Lock()
         self._lease_lost = threading.Event()
-        self._lock = threading.Lock()  # the progress handed over by the training thread
         self._closed = False
+        # Handed over by the training thread: one reference, replaced whole (atomic).
+        self._position: Position | None = None
+        # The rest is the writers' (under ``writing``): the last position made into progress,
+        # that progress, the last one written, and the phase's ETA clock (phase, time, steps).
+        self._position_seen: Position | None = None
         self._progress: dict[str, Any] | None = None
         self._progress_written: dict[str, Any] | None = None
+        self._clock: tuple[str, float, int] | None = None
         self._last_beat = self._last_poll = time.monotonic()
 
     @property
@@ -70,20 +79,41 @@ class JobMonitor:
             log.warning("job %s: attempt %d lost its lease", *_ids(self.attempt))
         self._lease_lost.set()
 
-    def set_progress(self, progress: dict[str, Any]) -> None:
-        """Store the latest progress; the thread writes it within ``PROGRESS_INTERVAL_S``."""
-        with self._lock:
-            self._progress = progress
+    def set_position(self, position: Position) -> None:
+        """Store the run's latest position; the thread writes it, as progress with an ETA,
+        within ``PROGRESS_INTERVAL_S``."""
+        self._position = position
 
     def due_beat(self, now: float) -> running.Beat | None:
         """This tick's write: the progress if it changed, else a heartbeat when one is due."""
-        with self._lock:
-            progress = self._progress
+        position = self._position
+        if position is not None and position is not self._position_seen:
+            self._position_seen, self._progress = position, self._progress_at(position)
+        progress = self._progress
         if progress is not None and progress is not self._progress_written:
             return running.Beat(self.attempt, progress)
         if now - self._last_beat >= self.heartbeat_interval_s:
             return running.Beat(self.attempt)
         return None
+
+    def _progress_at(self, position: Position) -> dict[str, Any]:
+        """The stored progress of ``position``; the ETA from the rate since the first
+        position of its phase this monitor saw."""
+        phase, epoch, epochs, step, steps, at = position
+        done = (epoch - 1) * steps + step  # steps of this phase so far
+        if self._clock is None or self._clock[0] != phase:
+            self._clock = (phase, at, done)
+        _, started, first = self._clock
+        rate = (done - first) / (at - started) if at > started and done > first else 0.0
+        remaining = epochs * steps - done
+        return {
+            "phase": phase,
+            "epoch": epoch,
+            "epochs": epochs,
+            "step": step,
+            "steps": steps,
+            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+        }
 
     def beat_written(self, beat: running.Beat, held: bool, now: float) -> None:
         """Note a beat's write: refused loses the lease."""
