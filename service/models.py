@@ -130,8 +130,12 @@ class JobEvent(Base):
     """An event for the SSE stream; the global id is the stream's ``Last-Event-ID``."""
 
     __tablename__ = "job_events"
-    # The reaper's prune of old progress (``type = 'progress' AND created_at < cutoff``).
-    __table_args__ = (Index("ix_job_events_type_created", "type", "created_at"),)
+    # The reaper's prune of old progress: finding the aged ones, and whether a later one of
+    # the same job exists (one index seek each).
+    __table_args__ = (
+        Index("ix_job_events_type_created", "type", "created_at"),
+        Index("ix_job_events_job_type_id", "job_id", "type", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -23,7 +23,9 @@ Each sweep, under one database-wide lock so replicas take turns:
    sent to aggregate again;
 5. workers silent for ``dead_worker_retention_s`` are deleted from the worker registry;
 6. progress events older than ``progress_event_retention_s`` are deleted, but each job's
-   latest (:func:`~.repositories.events.prune_superseded_progress`).
+   latest (:func:`~.repositories.events.prune_superseded_progress`): the first sweep of a
+   replica looks at all of them, each later one at those that aged since its last sweep
+   (:class:`SweepMemory`, with ``PRUNE_OVERLAP_S`` of overlap for clocks a little apart).
 
 Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
 moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from celery import Celery
 from sqlalchemy import text
@@ -77,6 +80,25 @@ class Sweep:
     pruned_progress: int = 0
 
 
+# How far back of its last cutoff a sweep's progress prune looks again: a worker whose clock
+# runs behind the API's stamps events a little in the past.
+PRUNE_OVERLAP_S = 60.0
+
+
+@dataclass
+class SweepMemory:
+    """What a replica's sweeps carry from one to the next: the progress prune's last cutoff
+    (None before the first)."""
+
+    progress_cutoff: datetime | None = None
+
+    def progress_since(self) -> datetime | None:
+        """Where this sweep's progress prune starts looking (None: from the beginning)."""
+        if self.progress_cutoff is None:
+            return None
+        return self.progress_cutoff - timedelta(seconds=PRUNE_OVERLAP_S)
+
+
 def _take_lock(session: Session) -> bool:
     """Postgres: the sweep's transaction-scoped advisory lock (False when another holds it).
 
@@ -95,8 +117,15 @@ def _waiting_job_ids(session: Session, celery: Celery) -> dict[str, set[str] | N
     return {queue: waiting_job_ids(celery, queue) for queue in queued_counts(session)}
 
 
-def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> Sweep:
-    """Run one sweep now; see the module docstring for its steps."""
+def sweep(
+    sessions: sessionmaker[Session],
+    celery: Celery,
+    settings: Settings,
+    memory: SweepMemory | None = None,
+) -> Sweep:
+    """Run one sweep now; see the module docstring for its steps. Without ``memory`` (a
+    one-off sweep) the progress prune looks at every progress event."""
+    memory = memory if memory is not None else SweepMemory()
     done = Sweep()
     to_send: list[tuple[str, str]] = []
     stalled: list[tuple[str, str]] = []
@@ -128,8 +157,8 @@ def sweep(sessions: sessionmaker[Session], celery: Celery, settings: Settings) -
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
         if _take_lock(session):
-            done.pruned_progress = prune_superseded_progress(
-                session, settings.progress_event_retention_s
+            done.pruned_progress, memory.progress_cutoff = prune_superseded_progress(
+                session, settings.progress_event_retention_s, memory.progress_since()
             )
         # An experiment's runs go back as packs: a dead pack's members resume as one stack.
         packs = plan_packs_or_singles(session, settings, to_send, "reaper")
@@ -157,6 +186,7 @@ class Reaper(PeriodicLoop):
     first sweep runs at once: jobs orphaned while the API was down)."""
 
     def __init__(self, sessions: sessionmaker[Session], celery: Celery, settings: Settings) -> None:
+        memory = SweepMemory()
         super().__init__(
-            "reaper", lambda: sweep(sessions, celery, settings), settings.reaper_interval_s
+            "reaper", lambda: sweep(sessions, celery, settings, memory), settings.reaper_interval_s
         )

@@ -1,8 +1,12 @@
-"""The reaper's prune of old progress events: an index on ``job_events (type, created_at)``.
+"""The reaper's prune of old progress events: indexes on ``job_events (type, created_at)``
+(the events aged past ``progress_event_retention_s``) and ``(job_id, type, id)`` (whether a
+later progress event of the same job exists).
 
-A running job writes a ``progress`` event every half second; the reaper deletes those
-older than ``progress_event_retention_s`` but each job's latest. Without the index each sweep
-would read the whole table to find them. Runs on Postgres and SQLite; no row changes.
+A running job writes a ``progress`` event every half second; the reaper deletes those older
+than the retention but each job's latest. Without the indexes each sweep would read the
+whole table. On Postgres they are built ``CONCURRENTLY``, outside the migration's
+transaction, so the workers' inserts go on while a large table is indexed. Runs on Postgres
+and SQLite; no row changes.
 
 Revision ID: 0008
 Revises: 0007
@@ -21,11 +25,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+INDEXES = {
+    "ix_job_events_type_created": ["type", "created_at"],
+    "ix_job_events_job_type_id": ["job_id", "type", "id"],
+}
+
+
 def upgrade() -> None:
-    """Add ``ix_job_events_type_created``."""
-    op.create_index("ix_job_events_type_created", "job_events", ["type", "created_at"])
+    """Add both indexes."""
+    with op.get_context().autocommit_block():
+        for name, columns in INDEXES.items():
+            op.create_index(name, "job_events", columns, postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    """Back to 0007: drop the index."""
-    op.drop_index("ix_job_events_type_created", table_name="job_events")
+    """Back to 0007: drop them."""
+    with op.get_context().autocommit_block():
+        for name in INDEXES:
+            op.drop_index(name, table_name="job_events", postgresql_concurrently=True)

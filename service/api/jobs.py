@@ -234,7 +234,9 @@ async def job_events(
         ),
     ] = None,
 ) -> StreamingResponse:
-    """Every event of the job from the start (or after ``Last-Event-ID``), then live ones.
+    """The job's events from the start (or after ``Last-Event-ID``), then live ones: every
+    state and metrics event, and the progress events of the last
+    ``NOISEFA_PROGRESS_EVENT_RETENTION_S`` seconds (300 by default) plus the latest one.
 
     Not ``ProjectJob``: the caller and the job are checked inside the stream's one short
     session (see :func:`~noisefa.service.sse.event_stream_response`), so no connection is
