@@ -7,8 +7,8 @@
    holding a worker slot.
 2. Every ``noisefa.run_job`` (or ``run_pack``) task then asks, once its jobs have ended,
    whether they were the last live runs of an experiment (:func:`aggregate_if_due`, once
-   per experiment) and if so sends
-   ``noisefa.finish_experiment``; the reaper sends it too when such a message was lost.
+   per experiment) and if so sends ``noisefa.finish_experiment``; the reaper sends it too
+   when such a message was lost.
 3. :func:`finish_experiment` claims the experiment in the database (only when every child
    is terminal), aggregates the runs' metric histories into ``report.json``, ``report.md``
    and plots, uploads them, and ends the experiment ``succeeded`` (``failed`` only when no
@@ -106,6 +106,19 @@ def aggregate_if_due(job_ids: Sequence[str], settings: Settings) -> None:
     they are runs of, once, record how many of its runs have ended, and send "aggregate" if
     none is live any more. A pack's members end together; asked once per member, every one
     of them would find the experiment due and send its own "aggregate"."""
+    try:
+        due = _due_experiments(job_ids, settings)
+    except Exception:  # a database blip: the reaper sends what is due later
+        log.exception("jobs %s: asking for their experiments' aggregation failed", job_ids)
+        return
+    for parent in due:
+        log.info("experiment %s: last run ended; aggregating", parent[0])
+        _send(settings, lambda celery, parent=parent: enqueue_finish_experiment(celery, *parent))
+
+
+def _due_experiments(job_ids: Sequence[str], settings: Settings) -> list[tuple[str, str]]:
+    """``(parent_id, queue)`` of each experiment of ``job_ids`` that has no live run left,
+    each experiment's count of ended runs recorded on the way."""
     engine = engine_from_settings(settings)
     due: list[tuple[str, str]] = []
     try:
@@ -124,9 +137,7 @@ def aggregate_if_due(job_ids: Sequence[str], settings: Settings) -> None:
                 due.append(found)
     finally:
         engine.dispose()
-    for parent in due:
-        log.info("experiment %s: last run ended; aggregating", parent[0])
-        _send(settings, lambda celery, parent=parent: enqueue_finish_experiment(celery, *parent))
+    return due
 
 
 class LostLease(Exception):

@@ -13,6 +13,7 @@ from noisefa.engine.model import MLP, MLPConfig
 from noisefa.engine.rules import RULES, rule_layers, trained_feedback, true_gradient
 from noisefa.engine.stacked_model import StackedMLP
 from noisefa.engine.stacked_optim import StackedOptimizer
+from noisefa.engine.stacking import stack_models
 
 # Rules whose matrix can be made exactly W: how to arrange the layer (float64, no grad).
 ARRANGE_TO_WEIGHT = {
@@ -229,18 +230,43 @@ def test_a_fixed_feedback_in_a_stack_with_kp_never_moves():
     assert stack.run_views == [stack.num_params + 3, stack.num_params, stack.num_params]
 
 
+def conv_model(seed: int) -> MLP:
+    """A small conv net (1 × 6 × 6 images), float64: the stack of the autograd path."""
+    config = MLPConfig(
+        input_shape=(1, 6, 6),
+        num_classes=4,
+        hidden=[5],
+        conv=[2],
+        kernel_size=3,
+        rule="bp",
+        seed=seed,
+    )
+    return MLP(config).double()
+
+
+@pytest.mark.parametrize("shape", ["mlp", "conv"])
 @pytest.mark.parametrize("soft", [False, True], ids=["class indices", "probabilities"])
-def test_a_stacked_step_returns_each_runs_loss_sum_and_the_mean_losss_gradients(soft):
-    """The explicit softmax (max, exp, sum) matches autograd of ``F.cross_entropy`` per run:
-    the loss summed over the batch, the gradients of its mean; large logits do not overflow."""
-    models = [model_of("bp", seed=seed) for seed in range(3)]
+def test_a_stacked_step_returns_each_runs_loss_sum_and_the_mean_loss_gradients(shape, soft):
+    """Both stacked paths match autograd of ``F.cross_entropy`` per run: the loss summed over
+    the batch, the gradients of its mean. The MLP's explicit softmax (max, exp, sum) does
+    not overflow on logits in the thousands."""
+    generator = torch.Generator().manual_seed(1)
+    if shape == "mlp":
+        models = [model_of("bp", seed=seed) for seed in range(3)]
+        x, y = data(seed=1)
+    else:
+        models = [conv_model(seed) for seed in range(3)]
+        x = torch.randn(9, 1, 6, 6, dtype=torch.float64, generator=generator)
+        y = torch.randint(4, (9,), generator=generator)
     with torch.no_grad():
-        models[2].rule_layers[-1].weight.mul_(1e3)  # logits in the thousands: exp(x) overflows
-    x, y = data(seed=1)
-    xs = torch.stack([x, -x, 2 * x])  # (R, B, 7)
+        models[2].rule_layers[-1].weight.mul_(1e3)  # logits in the thousands
+    xs = torch.stack([x, -x, 2 * x])  # (R, B, *input)
     labels = torch.stack([y, y.flip(0), (y + 1) % 4])  # (R, B)
-    target = F.softmax(torch.randn(3, len(x), 4, dtype=torch.float64), 2) if soft else labels
-    stack = StackedMLP(models, [torch.Generator().manual_seed(0) for _ in models])
+    probabilities = F.softmax(
+        torch.randn(3, len(x), 4, dtype=torch.float64, generator=generator), 2
+    )
+    target = probabilities if soft else labels
+    stack = stack_models(models, [torch.Generator().manual_seed(0) for _ in models])
     logits, loss_sums = stack.step_gradients(xs, target)
     for r, model in enumerate(models):
         model.zero_grad(set_to_none=True)
@@ -248,6 +274,7 @@ def test_a_stacked_step_returns_each_runs_loss_sum_and_the_mean_losss_gradients(
             loss = F.cross_entropy(model(xs[r]), target[r])
             loss.backward()
         assert torch.allclose(loss_sums[r], loss * len(x), rtol=1e-12, atol=1e-9)
-        for param, grad in zip(model.parameters(), stack.grads.views, strict=True):
+        views = stack.grads.views[: stack.num_params]
+        for param, grad in zip(model.parameters(), views, strict=True):
             assert torch.allclose(grad[r], param.grad, rtol=1e-10, atol=1e-12)
     assert torch.isfinite(logits).all() and torch.isfinite(loss_sums).all()

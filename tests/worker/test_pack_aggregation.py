@@ -16,6 +16,7 @@ from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing import broker
 from noisefa.testing.specs import experiment_spec, train_spec
+from noisefa.worker import tasks
 from noisefa.worker.experiments import aggregate_if_due
 
 
@@ -56,3 +57,17 @@ def test_a_pack_ending_sends_each_experiment_aggregate_once(settings, sessions):
         assert len(children_done_events(session, due)) == 1  # counted once
         (counted,) = children_done_events(session, other)
         assert counted["children_done"] == len(live) - 1  # still a live run: not due
+
+
+def test_the_pack_task_asks_once_for_all_its_members(settings, sessions, monkeypatch):
+    """``run_pack`` hands all its job ids over at once (its training left out here)."""
+    broker.flush(settings.broker_url)
+    with sessions() as session:
+        ((parent, runs),) = experiments_with_runs(session, 1).items()
+        session.execute(update(Job).where(Job.id.in_(runs)).values(state="succeeded"))
+        session.commit()
+    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+    monkeypatch.setattr(tasks, "execute_pack", lambda job_ids, settings: None)
+    tasks.run_pack.run(runs)  # the task's body, in this process
+    messages = broker.waiting_messages("cpu", settings.broker_url)
+    assert messages == [(FINISH_EXPERIMENT_TASK, [parent])]
