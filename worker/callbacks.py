@@ -68,16 +68,26 @@ class JobCallbacks(RunCallbacks):
         # takes it off the stack then (RunCallbacks.should_stop), so its job may end now.
         self.on_ended: Callable[[dict | BaseException], None] | None = None
         self._epochs = 0
+        self._phase_starts = 0  # a phase restarted in this attempt (a pack split) restarts its ETA
 
     def on_phase_start(self, phase: str, epochs: int, steps_per_epoch: int) -> None:
-        """Note the phase's length, for the ETA."""
+        """Note the phase's length, and that its ETA starts afresh (also when resumed)."""
         self._epochs = epochs
+        self._phase_starts += 1
 
     def on_progress(self, phase: str, epoch: int, step: int, steps_per_epoch: int) -> None:
         """Hand the position to the monitor, which makes the progress and ETA of it: this runs
         every step of every run of a pack, so it only makes a tuple."""
         self.monitor.set_position(
-            (phase, epoch, self._epochs, step, steps_per_epoch, time.monotonic())
+            (
+                self._phase_starts,
+                phase,
+                epoch,
+                self._epochs,
+                step,
+                steps_per_epoch,
+                time.monotonic(),
+            )
         )
 
     def on_epoch_end(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:

@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.5
 # Where a run is, as the training thread hands it over every step (every run of a pack):
-# phase, epoch, epochs of the phase, step in the epoch, steps per epoch, monotonic time.
-# A plain tuple, since it is made every step; the monitor makes the stored progress of it.
-Position = tuple[str, int, int, int, int, float]
+# which phase start of the attempt this is, phase, epoch, epochs of the phase, step in the
+# epoch, steps per epoch, monotonic time. A plain tuple, since it is made every step; the
+# monitor makes the stored progress of it.
+Position = tuple[int, str, int, int, int, int, float]
 
 
 class JobMonitor:
@@ -56,11 +57,11 @@ class JobMonitor:
         # Handed over by the training thread: one reference, replaced whole (atomic).
         self._position: Position | None = None
         # The rest is the writers' (under ``writing``): the last position made into progress,
-        # that progress, the last one written, and the phase's ETA clock (phase, time, steps).
+        # that progress, the last one written, and the phase's ETA clock.
         self._position_seen: Position | None = None
         self._progress: dict[str, Any] | None = None
         self._progress_written: dict[str, Any] | None = None
-        self._clock: tuple[str, float, int] | None = None
+        self._clock: tuple[int, float, int] | None = None  # (phase start, time, steps done)
         self._last_beat = self._last_poll = time.monotonic()
 
     @property
@@ -98,11 +99,11 @@ class JobMonitor:
 
     def _progress_at(self, position: Position) -> dict[str, Any]:
         """The stored progress of ``position``; the ETA from the rate since the first
-        position of its phase this monitor saw."""
-        phase, epoch, epochs, step, steps, at = position
+        position of its phase start this monitor saw."""
+        start, phase, epoch, epochs, step, steps, at = position
         done = (epoch - 1) * steps + step  # steps of this phase so far
-        if self._clock is None or self._clock[0] != phase:
-            self._clock = (phase, at, done)
+        if self._clock is None or self._clock[0] != start:
+            self._clock = (start, at, done)
         _, started, first = self._clock
         rate = (done - first) / (at - started) if at > started and done > first else 0.0
         remaining = epochs * steps - done

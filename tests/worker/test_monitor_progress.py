@@ -32,7 +32,7 @@ def test_positions_become_progress_with_an_eta_per_phase(settings, sessions):
             monitor.beat_written(beat, True, now)
         return None if beat is None else beat.progress
 
-    first = progress_after(("pretrain", 1, 2, 10, 100, 1000.0))
+    first = progress_after((1, "pretrain", 1, 2, 10, 100, 1000.0))
     assert first == {
         "phase": "pretrain",
         "epoch": 1,
@@ -42,23 +42,26 @@ def test_positions_become_progress_with_an_eta_per_phase(settings, sessions):
         "eta_s": None,
     }  # no rate yet
     # 50 steps in 5 s: 10 a second, 140 of the phase's 200 left.
-    assert progress_after(("pretrain", 1, 2, 60, 100, 1005.0))["eta_s"] == 14.0
-    assert progress_after(("pretrain", 2, 2, 20, 100, 1011.0))["eta_s"] == 8.0  # 60 in 6 s
+    assert progress_after((1, "pretrain", 1, 2, 60, 100, 1005.0))["eta_s"] == 14.0
+    assert progress_after((1, "pretrain", 2, 2, 20, 100, 1011.0))["eta_s"] == 8.0  # 110 in 11 s
     assert monitor.due_beat(now) is None  # the same position: nothing new to write
-    # A new phase starts a new clock.
-    assert progress_after(("train", 1, 3, 5, 50, 1012.0))["eta_s"] is None
-    assert progress_after(("train", 1, 3, 25, 50, 1014.0))["eta_s"] == 12.5  # 125 left at 10/s
+    # A new phase start (the next phase, or the same one again) starts a new clock.
+    assert progress_after((2, "train", 1, 3, 5, 50, 1012.0))["eta_s"] is None
+    assert progress_after((2, "train", 1, 3, 25, 50, 1014.0))["eta_s"] == 12.5  # 125 left at 10/s
 
-    monitor.set_position(("train", 2, 3, 50, 50, 1020.0))
+    # The same phase started again in this attempt (a pack split after running out of
+    # memory): a new clock, though the phase's name is the same and its step lower.
+    assert progress_after((3, "train", 1, 3, 10, 50, 1100.0))["eta_s"] is None
+    monitor.set_position((3, "train", 2, 3, 50, 50, 1108.0))
     monitor.close()  # the job ends: its last position is written
     with sessions() as session:
         stored = session.scalar(select(Job.progress).where(Job.id == job.id))
-    # 95 steps in 8 s since the phase's first position seen, 50 left
+    # 90 steps in 8 s since the restart's first position, 50 left
     assert stored == {
         "phase": "train",
         "epoch": 2,
         "epochs": 3,
         "step": 50,
         "steps": 50,
-        "eta_s": 4.2,
+        "eta_s": 4.4,
     }

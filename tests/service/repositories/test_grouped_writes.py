@@ -168,7 +168,7 @@ def test_a_monitor_tick_writes_every_member_in_one_transaction_and_polls_once(
         JobMonitor(attempt, sessions, settings) for attempt in (stale, live, cancelled, quiet)
     ]
     for i, monitor in enumerate(monitors[:3]):  # the quiet one only heartbeats
-        monitor.set_position(("pretrain", 1, 2, i, 10, time.monotonic()))
+        monitor.set_position((1, "pretrain", 1, 2, i, 10, time.monotonic()))
     quiet_beat = session.get(Job, quiet.job_id).heartbeat_at
     thread = MonitorThread(monitors, settings, sessions)  # ticked here, not started
     later = time.monotonic() + 3600  # every heartbeat and poll is due
