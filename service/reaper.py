@@ -23,9 +23,7 @@ Each sweep, under one database-wide lock so replicas take turns:
    sent to aggregate again;
 5. workers silent for ``dead_worker_retention_s`` are deleted from the worker registry;
 6. progress events older than ``progress_event_retention_s`` are deleted, but each job's
-   latest (:func:`~.repositories.events.prune_superseded_progress`): the first sweep of a
-   replica looks at all of them, each later one at those that aged since its last sweep
-   (:class:`SweepMemory`, with ``PRUNE_OVERLAP_S`` of overlap for clocks a little apart).
+   latest (:func:`_prune_progress`).
 
 Every state change is a conditional UPDATE, so a sweep that races another one (or a worker)
 moves each job once; the lock only saves duplicate work. Messages are sent after the commit:
@@ -39,6 +37,7 @@ The API process runs :class:`Reaper` as a daemon thread (``reaper_enabled``), ev
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -50,9 +49,10 @@ from noisefa.engine.contract.states import JobState
 
 from .broker import enqueue_finish_experiment
 from .broker_peek import waiting_job_ids
+from .models import utcnow
 from .packs import plan_packs_or_singles, send_each
 from .periodic import PeriodicLoop
-from .repositories.events import prune_superseded_progress
+from .repositories import events as event_repo
 from .repositories.experiments import stalled_experiments
 from .repositories.jobs import delete_expired_idempotency_keys
 from .repositories.reaping import queued_counts, reap_stale, stale_queued_jobs
@@ -83,18 +83,22 @@ class Sweep:
 # How far back of its last cutoff a sweep's progress prune looks again: a worker whose clock
 # runs behind the API's stamps events a little in the past.
 PRUNE_OVERLAP_S = 60.0
+# How often a replica's progress prune looks at every progress event again, for those that
+# were a job's latest when they aged, and were superseded only after a longer pause.
+FULL_PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
 class SweepMemory:
-    """What a replica's sweeps carry from one to the next: the progress prune's last cutoff
-    (None before the first)."""
+    """What a replica's sweeps carry from one to the next: how far the progress prune got
+    (its last cutoff, None before the first) and when it last looked at everything."""
 
     progress_cutoff: datetime | None = None
+    full_prune_at: float = float("-inf")  # time.monotonic()
 
-    def progress_since(self) -> datetime | None:
-        """Where this sweep's progress prune starts looking (None: from the beginning)."""
-        if self.progress_cutoff is None:
+    def progress_since(self, now: float) -> datetime | None:
+        """Where this sweep's progress prune starts looking (None: everywhere)."""
+        if self.progress_cutoff is None or now - self.full_prune_at >= FULL_PRUNE_EVERY_S:
             return None
         return self.progress_cutoff - timedelta(seconds=PRUNE_OVERLAP_S)
 
@@ -156,10 +160,7 @@ def sweep(
             done.aggregations = [job_id for job_id, _ in stalled]
         if _take_lock(session):
             done.pruned_workers = prune_dead_workers(session, settings.dead_worker_retention_s)
-        if _take_lock(session):
-            done.pruned_progress, memory.progress_cutoff = prune_superseded_progress(
-                session, settings.progress_event_retention_s, memory.progress_since()
-            )
+        done.pruned_progress = _prune_progress(session, settings, memory)
         # An experiment's runs go back as packs: a dead pack's members resume as one stack.
         packs = plan_packs_or_singles(session, settings, to_send, "reaper")
     send_each(celery, packs, "reaper")
@@ -179,6 +180,34 @@ def sweep(
             done.resent,
         )
     return done
+
+
+def _prune_progress(session: Session, settings: Settings, memory: SweepMemory) -> int:
+    """Step 6, in batches while this replica holds the lock; how many events went.
+
+    Each job's latest progress event stays older than the cutoff for good, so a prune that
+    looked at every event each sweep would find all of those again: it looks only at what
+    aged since its last cutoff, and at everything once every ``FULL_PRUNE_EVERY_S``. The
+    memory moves on only once a prune is complete. A failure is logged (the next sweep
+    tries again), so the sweep's messages still go.
+    """
+    now = time.monotonic()
+    cutoff = utcnow() - timedelta(seconds=settings.progress_event_retention_s)
+    since = memory.progress_since(now)
+    total = 0
+    try:
+        while _take_lock(session):
+            deleted = event_repo.prune_superseded_progress(session, cutoff, since)
+            total += deleted
+            if deleted < event_repo.PRUNE_BATCH:  # the module's: a test makes batches small
+                memory.progress_cutoff = cutoff
+                if since is None:
+                    memory.full_prune_at = now
+                break
+    except Exception:
+        session.rollback()
+        log.warning("reaper: pruning progress events failed; the next sweep retries", exc_info=True)
+    return total
 
 
 class Reaper(PeriodicLoop):

@@ -5,8 +5,9 @@ later progress event of the same job exists).
 A running job writes a ``progress`` event every half second; the reaper deletes those older
 than the retention but each job's latest. Without the indexes each sweep would read the
 whole table. On Postgres they are built ``CONCURRENTLY``, outside the migration's
-transaction, so the workers' inserts go on while a large table is indexed. Runs on Postgres
-and SQLite; no row changes.
+transaction, so the workers' inserts go on while a large table is indexed; ``IF NOT EXISTS``
+lets a run that failed between the two be repeated. Runs on Postgres and SQLite; no row
+changes.
 
 Revision ID: 0008
 Revises: 0007
@@ -35,11 +36,15 @@ def upgrade() -> None:
     """Add both indexes."""
     with op.get_context().autocommit_block():
         for name, columns in INDEXES.items():
-            op.create_index(name, "job_events", columns, postgresql_concurrently=True)
+            op.create_index(
+                name, "job_events", columns, postgresql_concurrently=True, if_not_exists=True
+            )
 
 
 def downgrade() -> None:
     """Back to 0007: drop them."""
     with op.get_context().autocommit_block():
         for name in INDEXES:
-            op.drop_index(name, table_name="job_events", postgresql_concurrently=True)
+            op.drop_index(
+                name, table_name="job_events", postgresql_concurrently=True, if_exists=True
+            )

@@ -235,8 +235,9 @@ async def job_events(
     ] = None,
 ) -> StreamingResponse:
     """The job's events from the start (or after ``Last-Event-ID``), then live ones: every
-    state and metrics event, and the progress events of the last
-    ``NOISEFA_PROGRESS_EVENT_RETENTION_S`` seconds (300 by default) plus the latest one.
+    state and metrics event, and of its progress events those of the last
+    ``NOISEFA_PROGRESS_EVENT_RETENTION_S`` seconds (300 by default) and the latest one
+    (older ones are pruned).
 
     Not ``ProjectJob``: the caller and the job are checked inside the stream's one short
     session (see :func:`~noisefa.service.sse.event_stream_response`), so no connection is

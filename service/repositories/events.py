@@ -7,7 +7,7 @@ new events of every watched job in one query per tick (:func:`events_of_jobs_aft
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, insert, or_, select
@@ -45,22 +45,17 @@ PRUNE_BATCH = 10_000  # progress events deleted per statement (and transaction)
 
 
 def prune_superseded_progress(
-    session: Session, older_than_s: float, since: datetime | None = None
-) -> tuple[int, datetime]:
-    """Delete ``progress`` events older than ``older_than_s`` (and, given ``since``, no older
-    than it) that a later progress event of the same job supersedes. Commits each batch of
-    ``PRUNE_BATCH``; how many went, and the cutoff used (the next sweep's ``since``).
+    session: Session, cutoff: datetime, since: datetime | None = None
+) -> int:
+    """Delete up to ``PRUNE_BATCH`` ``progress`` events created before ``cutoff`` (and, given
+    ``since``, not before it) that a later progress event of the same job supersedes; how
+    many went. Commits. The reaper calls it until a batch comes back short.
 
     A running job writes one every half second (a pack: one per member), so a long job's
     would otherwise grow ``job_events`` without bound. A progress event is a snapshot, not a
     change: a stream that replays a job's history gets its recent ones and the latest, and
-    every state and metrics event is kept. Each job's latest stays older than the cutoff
-    for good, so a sweep that looked at everything before would only find them again:
-    ``since`` keeps a sweep to what aged past the cutoff since the last one. (A progress
-    event that is superseded only after it left that window, because its job wrote nothing
-    for longer than the retention, stays: one per such pause.)
+    every state and metrics event is kept.
     """
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
     candidate, later = aliased(JobEvent), aliased(JobEvent)
     aged = [candidate.type == "progress", candidate.created_at < cutoff]
     if since is not None:
@@ -69,17 +64,11 @@ def prune_superseded_progress(
         later.job_id == candidate.job_id, later.type == "progress", later.id > candidate.id
     )
     batch = select(candidate.id).where(*aged, superseded).limit(PRUNE_BATCH)
-    total = 0
-    while True:
-        deleted = session.execute(
-            delete(JobEvent)
-            .where(JobEvent.id.in_(batch))
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        total += deleted.rowcount or 0
-        if (deleted.rowcount or 0) < PRUNE_BATCH:
-            return total, cutoff
+    deleted = session.execute(
+        delete(JobEvent).where(JobEvent.id.in_(batch)).execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return deleted.rowcount or 0
 
 
 def state_event_data(

@@ -11,6 +11,7 @@ from noisefa.engine.contract.spec import OptimizerSpec
 from noisefa.engine.feedback_rules import FEEDBACK_RULES
 from noisefa.engine.model import MLP, MLPConfig
 from noisefa.engine.rules import RULES, rule_layers, trained_feedback, true_gradient
+from noisefa.engine.stacked_conv import StackedConvNet
 from noisefa.engine.stacked_model import StackedMLP
 from noisefa.engine.stacked_optim import StackedOptimizer
 from noisefa.engine.stacking import stack_models
@@ -267,6 +268,7 @@ def test_a_stacked_step_returns_each_runs_loss_sum_and_the_mean_loss_gradients(s
     )
     target = probabilities if soft else labels
     stack = stack_models(models, [torch.Generator().manual_seed(0) for _ in models])
+    assert isinstance(stack, StackedConvNet if shape == "conv" else StackedMLP)
     logits, loss_sums = stack.step_gradients(xs, target)
     for r, model in enumerate(models):
         model.zero_grad(set_to_none=True)

@@ -71,3 +71,18 @@ def test_the_pack_task_asks_once_for_all_its_members(settings, sessions, monkeyp
     tasks.run_pack.run(runs)  # the task's body, in this process
     messages = broker.waiting_messages("cpu", settings.broker_url)
     assert messages == [(FINISH_EXPERIMENT_TASK, [parent])]
+
+
+def test_a_failing_check_is_logged_not_raised_over_the_tasks_own_error(
+    settings, monkeypatch, caplog
+):
+    """``run_pack`` asks in its ``finally``: a raise there would hide why the pack failed."""
+    broker.flush(settings.broker_url)
+
+    def unreachable(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(experiment_repo, "parents_of", unreachable)
+    aggregate_if_due(["a-job"], settings)
+    assert "asking for their experiments' aggregation failed" in caplog.text
+    assert broker.waiting_messages("cpu", settings.broker_url) == []

@@ -3,6 +3,7 @@ sent again; replicas take turns; the API process runs it on its own."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from noisefa.service import packs
 from noisefa.service.app import create_app
 from noisefa.service.broker import enqueue_job, enqueue_pack
 from noisefa.service.models import Job, JobEvent, utcnow
-from noisefa.service.reaper import REAPER_LOCK_KEY, SweepMemory, sweep
+from noisefa.service.reaper import FULL_PRUNE_EVERY_S, REAPER_LOCK_KEY, SweepMemory, sweep
 from noisefa.service.repositories import events, execution
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
@@ -230,7 +231,8 @@ def test_later_sweeps_prune_only_what_aged_since_the_last_in_batches(
     for step, at in enumerate([long_ago, *[just_aged] * 5, now]):
         session.add(JobEvent(job_id=job_id, type="progress", data={"step": step}, created_at=at))
     session.commit()
-    memory = SweepMemory(progress_cutoff=now - timedelta(seconds=retention + 30))
+    last = now - timedelta(seconds=retention + 30)
+    memory = SweepMemory(progress_cutoff=last, full_prune_at=time.monotonic())
     monkeypatch.setattr(events, "PRUNE_BATCH", 2)
 
     done = sweep(app.state.sessionmaker, app.state.celery, settings, memory)
@@ -239,6 +241,22 @@ def test_later_sweeps_prune_only_what_aged_since_the_last_in_batches(
     assert steps == [0, 6], "the five that aged since went, in batches; the older one is left"
     assert done.pruned_progress >= 5
     assert memory.progress_cutoff > now - timedelta(seconds=retention)
-    sweep(app.state.sessionmaker, app.state.celery, settings)  # no memory: looks at everything
+    memory.full_prune_at -= FULL_PRUNE_EVERY_S  # an hour on: it looks at everything again
+    sweep(app.state.sessionmaker, app.state.celery, settings, memory)
     steps = [data["step"] for type_, data in events_of(session, job_id) if type_ == "progress"]
     assert steps == [6]
+
+
+def test_a_failing_prune_keeps_its_memory_and_the_sweep_still_sends(
+    app, session, job_id, monkeypatch
+):
+    def fail(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(events, "prune_superseded_progress", fail)
+    execution.start_attempt(session, job_id)
+    age(session, job_id, app.state.settings.heartbeat_timeout_s + 60)
+    memory = SweepMemory()
+    done = sweep(app.state.sessionmaker, app.state.celery, app.state.settings, memory)
+    assert done.requeued == [job_id] and job_id in broker.queued_job_ids("cpu")
+    assert memory == SweepMemory(), "the next sweep prunes from where this one started"
