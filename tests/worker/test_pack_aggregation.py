@@ -15,6 +15,7 @@ from noisefa.service.repositories import experiments as experiment_repo
 from noisefa.service.repositories.jobs import create_job
 from noisefa.service.repositories.projects import get_or_create_project
 from noisefa.testing import broker
+from noisefa.testing.db import settings_for
 from noisefa.testing.specs import experiment_spec, train_spec
 from noisefa.worker import tasks
 from noisefa.worker.experiments import aggregate_if_due
@@ -60,29 +61,26 @@ def test_a_pack_ending_sends_each_experiment_aggregate_once(settings, sessions):
 
 
 def test_the_pack_task_asks_once_for_all_its_members(settings, sessions, monkeypatch):
-    """``run_pack`` hands all its job ids over at once (its training left out here)."""
+    """``run_pack`` hands all its job ids over at once. Its runs have ended already, so the
+    real task body trains nothing and goes straight to the ask."""
     broker.flush(settings.broker_url)
     with sessions() as session:
         ((parent, runs),) = experiments_with_runs(session, 1).items()
         session.execute(update(Job).where(Job.id.in_(runs)).values(state="succeeded"))
         session.commit()
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks, "execute_pack", lambda job_ids, settings: None)
+    monkeypatch.setattr(tasks, "get_settings", lambda: settings)  # the test's database
     tasks.run_pack.run(runs)  # the task's body, in this process
     messages = broker.waiting_messages("cpu", settings.broker_url)
     assert messages == [(FINISH_EXPERIMENT_TASK, [parent])]
 
 
-def test_a_failing_check_is_logged_not_raised_over_the_tasks_own_error(
-    settings, monkeypatch, caplog
-):
+def test_a_failing_check_is_logged_not_raised_over_the_tasks_own_error(tmp_path, caplog):
     """``run_pack`` asks in its ``finally``: a raise there would hide why the pack failed."""
-    broker.flush(settings.broker_url)
-
-    def unreachable(*args):
-        raise RuntimeError("the database went away")
-
-    monkeypatch.setattr(experiment_repo, "parents_of", unreachable)
-    aggregate_if_due(["a-job"], settings)
+    # A real refused connection: nothing listens on port 1.
+    unreachable = settings_for(
+        tmp_path, database_url="postgresql+psycopg://noisefa@127.0.0.1:1/none"
+    )
+    broker.flush(unreachable.broker_url)
+    aggregate_if_due(["a-job"], unreachable)
     assert "asking for their experiments' aggregation failed" in caplog.text
-    assert broker.waiting_messages("cpu", settings.broker_url) == []
+    assert broker.waiting_messages("cpu", unreachable.broker_url) == []

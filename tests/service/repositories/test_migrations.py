@@ -91,12 +91,23 @@ def test_0002_upgrades_from_0001_and_downgrades_back(empty_database, tmp_path):
     assert (row["job_id"], row["name"]) == ("j", "result.json")
 
 
-def columns(url: str, table: str) -> set[str]:
+def names(url: str, table: str, kind: str = "columns") -> set[str]:
+    """The names of ``table``'s columns (or ``"indexes"``) as the database reports them."""
     engine = make_engine(url)
     try:
-        return {column["name"] for column in inspect(engine).get_columns(table)}
+        inspector = inspect(engine)
+        listed = inspector.get_columns(table) if kind == "columns" else inspector.get_indexes(table)
+        return {entry["name"] for entry in listed}
     finally:
         engine.dispose()
+
+
+def columns(url: str, table: str) -> set[str]:
+    return names(url, table)
+
+
+def indexes(url: str, table: str) -> set[str]:
+    return names(url, table, "indexes")
 
 
 LEGACY_ROWS = (
@@ -201,14 +212,6 @@ def test_0007_adds_jobs_hold_until_and_downgrades_back_keeping_every_row(empty_d
     assert "hold_until" not in columns(empty_database, "jobs")
     (row,) = artifact_rows(empty_database)  # the column went without copying jobs
     assert (row["job_id"], row["name"]) == ("j", "result.json")
-
-
-def indexes(url: str, table: str) -> set[str]:
-    engine = make_engine(url)
-    try:
-        return {index["name"] for index in inspect(engine).get_indexes(table)}
-    finally:
-        engine.dispose()
 
 
 def test_0008_adds_the_progress_prune_index_and_downgrades_back(empty_database, tmp_path):
