@@ -25,6 +25,7 @@ from .contract.catalogue import (
     known_datasets,
 )
 from .contract.errors import DatasetUnavailableError
+from .digits import digits_arrays
 from .idx import idx_file, read_idx
 from .npz import read_npz
 
@@ -154,22 +155,16 @@ def _standardise(
 
 
 def _load_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Stats]:
-    """scikit-learn's bundled 8×8 digits with a fixed stratified 80/20 split, and its
+    """The 8×8 digits with their fixed stratified 80/20 split (:mod:`.digits`), and their
     statistics on the [0, 1] scale (the tensors are standardised from the 0–16 counts, which
     gives the same values)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        digits.data, digits.target, test_size=0.2, random_state=0, stratify=digits.target
-    )
+    x_tr, y_tr, x_te, y_te = digits_arrays()
     x_train, x_test, stats = _standardise(
         torch.from_numpy(x_tr.astype(np.float32)), torch.from_numpy(x_te.astype(np.float32))
     )
     (mean,), (std,) = stats
     stats = ((mean / DIGITS_MAX,), (std / DIGITS_MAX,))
-    return x_train, torch.from_numpy(y_tr).long(), x_test, torch.from_numpy(y_te).long(), stats
+    return x_train, torch.from_numpy(y_tr), x_test, torch.from_numpy(y_te), stats
 
 
 def _missing_message(name: str, folder: Path, files: list[str]) -> str:
