@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .contract.catalogue import known_datasets
@@ -43,6 +41,11 @@ def shift_images(images: torch.Tensor, kind: str, severity: float, fill: float) 
     """(N, C, H, W) images rotated (degrees), translated (pixels, both axes) or scaled."""
     if severity == SHIFT_IDENTITY[kind]:
         return images
+    # Imported here: torchvision takes ~1.5 s to import (its ops pull in torch's compiler
+    # stack), and only a shifted cell needs it, not every worker and CLI start.
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     angle, translate, scale = 0.0, [0.0, 0.0], 1.0
     if kind == "rotate":
         angle = float(severity)

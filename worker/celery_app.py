@@ -39,27 +39,17 @@ app.conf.update(
 )
 
 
-@worker_init.connect
-def preload_training_stack(**_: object) -> None:
-    """Import, once in the parent, what jobs would import lazily in every child.
-
-    Jobs run in forked children (a fresh one per job on GPU queues), which inherit these
-    modules; without this each child spends seconds (~6 s on 2 CPUs) importing torch's
-    compiler stack (pulled in by the first optimizer) before its first step, and an
-    experiment's report waits ~0.6 s for matplotlib. Imports only: no tensor is made,
-    CUDA is not touched and no figure is opened, so forking stays safe.
-    """
-    import torch._dynamo  # noqa: F401  (imported by torch.optim's first optimizer)
-
-    import noisefa.engine.plots  # noqa: F401  (matplotlib, for an experiment's report)
-
-    apply_torch_threads()  # the solo pool trains in this process
-
-
+@worker_init.connect  # the solo pool trains in the worker process itself
 @worker_process_init.connect
 def apply_torch_threads(**_: object) -> None:
     """Train with this job process's share of the CPU (``Settings.torch_threads``, which
-    ``noisefa worker`` sets from the cores and the concurrency when it is unset)."""
+    ``noisefa worker`` sets from the cores and the concurrency when it is unset).
+
+    Nothing else needs preloading: Celery imports the task modules in the parent before
+    the pool forks, so children inherit torch, the engine and matplotlib. What those
+    modules import lazily (torchvision for shifted evaluation cells, torch's compiler
+    stack for the meta-loss's ``torch.optim`` optimizer) only the jobs that need it pay.
+    """
     threads = get_settings().torch_threads
     if threads is not None:
         import torch
