@@ -204,8 +204,10 @@ def test_readyz_names_a_queue_with_queued_jobs_and_no_live_worker_until_one_come
             body = wait_for(counted, RESTART_DEADLINE_S, "/readyz to be ready again")
             assert body["workers"] == {"cpu": 1, "gpu": 0}
         finally:
-            stop_process(worker, timeout_s=30)
-    # A clean shutdown deregisters the worker.
+            stopped = stop_process(worker, timeout_s=30)
+    # A clean shutdown deregisters the worker, and the worker exits 0 (without the
+    # interpreter's teardown: noisefa.commands.worker.exit_without_teardown).
+    assert stopped == 0, log.read_text()[-3000:]
     assert httpx.get(f"{api_only.url}/readyz").json()["workers"] == {"cpu": 0, "gpu": 0}
 
 
