@@ -16,7 +16,6 @@ from celery import Celery
 from noisefa.engine.contract.bodies import JobBody
 from noisefa.engine.contract.experiment_spec import ExperimentSpec
 
-from .embedded_transport import TRANSPORT as EMBEDDED_TRANSPORT
 from .settings import Settings
 
 RUN_JOB_TASK = "noisefa.run_job"
@@ -57,7 +56,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = (settings.home / "broker").resolve()
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_transport"] = EMBEDDED_TRANSPORT
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),

@@ -34,8 +34,10 @@ def waiting_job_ids(app: Celery, queue: str) -> set[str] | None:
         with app.connection_for_write(connect_timeout=2) as connection:
             connection.ensure_connection(max_retries=1)
             channel = connection.default_channel
-            transport = connection.transport_cls
-            if transport in ("redis", "rediss"):
+            # The driver, not the configured name: a subclass (the embedded worker's
+            # transport) is named by its import path.
+            transport = connection.transport.driver_type
+            if transport == "redis":
                 return _job_ids(_redis_messages(channel, queue))
             if transport == "filesystem":
                 return _job_ids(_file_messages(Path(channel.data_folder_in), queue))

@@ -19,6 +19,7 @@ from typing import Any
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from noisefa.service.broker import RUN_JOB_TASK, RUN_PACK_TASK, make_celery
+from noisefa.service.embedded_transport import worker_transport
 from noisefa.service.settings import get_settings
 
 from .registry import WorkerRegistration
@@ -36,6 +37,8 @@ app.conf.update(
     # kombu's filesystem transport delivers broadcasts as files nobody deletes when a
     # worker is gone; the embedded mode has a single worker and needs no remote control.
     worker_enable_remote_control=not settings.embedded,
+    # Drains in short waits in the embedded mode, so a stop is seen at once.
+    **worker_transport(settings),
 )
 
 
