@@ -1,8 +1,9 @@
 """The ``noisefa`` console script: one verb per module in :mod:`noisefa.commands`.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
-``func(args) -> int``. Command modules import heavy stacks (torch, FastAPI) inside their
-``func``, so ``noisefa --help`` and light verbs start fast.
+``func(args) -> int`` (``worker``'s never returns: it ends the process itself). Command
+modules import heavy stacks (torch, FastAPI) inside their ``func``, so ``noisefa --help``
+and light verbs start fast.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> NoReturn:
 
     fresh_child = ["--max-tasks-per-child", "1"] if "gpu" in queues else []
     try:
-        app.worker_main(
+        # app.start, not worker_main: it returns the worker's exit code (worker_main drops it).
+        code = app.start(
             [
                 "worker",
                 *fresh_child,
@@ -102,9 +103,9 @@ def run(args: argparse.Namespace) -> NoReturn:
                 "--without-heartbeat",
             ]
         )
-    except SystemExit as stopped:  # how Celery's command line ends, shutdown done
-        exit_without_teardown(stopped.code)
-    exit_without_teardown(0)
+    except SystemExit as stopped:  # a command-line error Celery ends with sys.exit
+        code = stopped.code
+    exit_without_teardown(code)
 
 
 def exit_without_teardown(code: object) -> NoReturn:
@@ -117,8 +118,9 @@ def exit_without_teardown(code: object) -> NoReturn:
     serve`` and ``demo`` ends with.
     """
     if isinstance(code, str):  # a message, as SystemExit would have printed it
-        sys.stderr.write(f"{code}\n")
+        sys.__stderr__.write(f"{code}\n")
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    # Celery may have replaced sys.stdout/stderr with logging proxies: flush the real ones.
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        stream.flush()
     os._exit(code if isinstance(code, int) else int(code is not None))
