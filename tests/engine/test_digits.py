@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -33,3 +34,22 @@ def test_loading_digits_imports_no_scikit_learn():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_digits_that_differ_from_the_fingerprinted_ones_are_refused(tmp_path, monkeypatch):
+    import gzip
+
+    from noisefa.engine import digits as digits_module
+    from noisefa.engine.contract.errors import DatasetUnavailableError
+
+    with gzip.open(digits_module.digits_csv(), "rt") as source:
+        rows = source.read().splitlines()
+    first = rows[0].split(",")
+    first[10] = str((int(float(first[10])) + 1) % 17)  # one pixel of the first image
+    rows[0] = ",".join(first)
+    changed = tmp_path / "digits.csv.gz"
+    with gzip.open(changed, "wt") as out:
+        out.write("\n".join(rows) + "\n")
+    monkeypatch.setattr(digits_module, "digits_csv", lambda: changed)
+    with pytest.raises(DatasetUnavailableError, match="differ"):
+        digits_arrays()
