@@ -1,11 +1,14 @@
 """``noisefa worker``: a Celery worker that runs jobs from the ``cpu`` and/or ``gpu`` queues.
 
 One worker process per GPU (``-Q gpu -c 1``). With the prefork pool, a worker that consumes
-the ``gpu`` queue runs each job in a fresh child process (``--max-tasks-per-child 1``), so
-GPU memory is returned between jobs and CUDA is never touched in the parent; a CPU-only
-worker reuses its children, since a fresh child costs 0.5–5 s per job (measured in the
-load test: it bounded CPU throughput). The worker reads the same ``NOISEFA_*``
-settings as the API, so one environment configures both.
+the ``gpu`` queue on a machine with an NVIDIA GPU runs each job in a fresh child process
+(``--max-tasks-per-child 1``), so GPU memory is returned between jobs and CUDA is never
+touched in the parent; any other worker reuses its children, since a fresh child costs
+0.5–5 s per job (measured in the load test: it bounded CPU throughput), and a task that
+follows another waits ~1 s for it (billiard's child sleeps a second before it exits). The
+embedded worker consumes both queues, and on a machine without a GPU has no GPU memory to
+return. The worker reads the same ``NOISEFA_*`` settings as the API, so one environment
+configures both.
 
 ``--parent-pid`` is what ``noisefa serve`` passes its worker child: the worker (and its pool)
 then dies with that process. A worker run on its own has no such tie.
@@ -17,11 +20,14 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from .settings import load_settings
 
 QUEUES = ("cpu", "gpu")
+DEVICES = Path("/dev")  # where an NVIDIA driver puts its nvidia0, nvidia1, ... device files
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> NoReturn:
     os.environ[env_var("torch_threads")] = str(threads)
     from noisefa.worker.celery_app import app
 
-    fresh_child = ["--max-tasks-per-child", "1"] if "gpu" in queues else []
+    fresh_child = ["--max-tasks-per-child", "1"] if fresh_child_per_job(queues) else []
     try:
         # app.start, not worker_main: it returns the worker's exit code (worker_main drops it).
         code = app.start(
@@ -106,6 +112,13 @@ def run(args: argparse.Namespace) -> NoReturn:
     except SystemExit as stopped:  # a command-line error Celery ends with sys.exit
         code = stopped.code
     exit_without_teardown(code)
+
+
+def fresh_child_per_job(queues: Sequence[str], devices: Path = DEVICES) -> bool:
+    """Whether each job gets a fresh pool child: on the ``gpu`` queue of a machine with an
+    NVIDIA GPU, told by its device files (asking torch would load the CUDA driver into this
+    process, which its forked children must not inherit)."""
+    return "gpu" in queues and any(devices.glob("nvidia[0-9]*"))
 
 
 def exit_without_teardown(code: object) -> NoReturn:
