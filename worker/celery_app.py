@@ -2,9 +2,9 @@
 
 The API builds its own client from :func:`noisefa.service.broker.make_celery` and sends
 ``noisefa.run_job`` by name; this module adds what only a worker needs: the task module and
-routing by queue. ``noisefa worker`` asks for one fresh child process per job on GPU queues
-(GPU memory is returned when the child exits; CUDA is first touched inside that child,
-never in the parent).
+routing by queue, and the embedded mode's transport. ``noisefa worker`` asks for one fresh
+child process per job on the GPU queue of a machine with a GPU (GPU memory is returned when
+the child exits; CUDA is first touched inside that child, never in the parent).
 
 Once Celery is ready the worker registers itself in the database and heartbeats there
 (:mod:`.registry`), so ``/readyz`` can tell which queues have a live consumer.
