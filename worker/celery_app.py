@@ -48,10 +48,11 @@ def apply_torch_threads(**_: object) -> None:
     """Train with this job process's share of the CPU (``Settings.torch_threads``, which
     ``noisefa worker`` sets from the cores and the concurrency when it is unset).
 
-    Nothing else needs preloading: Celery imports the task modules in the parent before
-    the pool forks, so children inherit torch, the engine and matplotlib. What those
-    modules import lazily (torchvision for shifted evaluation cells, torch's compiler
-    stack for the meta-loss's ``torch.optim`` optimizer) only the jobs that need it pay.
+    Celery imports the task modules in the parent before the pool forks, so children
+    inherit torch, the engine and matplotlib. What those modules import lazily
+    (torchvision, torch's compiler stack) the parent preloads only where each job gets a
+    fresh child (:func:`noisefa.commands.worker.preload_for_fresh_children`); elsewhere a
+    reused child pays it once, and only if a job needs it.
     """
     threads = get_settings().torch_threads
     if threads is not None:

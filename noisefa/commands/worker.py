@@ -87,7 +87,10 @@ def run(args: argparse.Namespace) -> NoReturn:
     os.environ[env_var("torch_threads")] = str(threads)
     from noisefa.worker.celery_app import app
 
-    fresh_child = ["--max-tasks-per-child", "1"] if fresh_child_per_job(queues) else []
+    fresh_child = []
+    if fresh_child_per_job(queues):
+        fresh_child = ["--max-tasks-per-child", "1"]
+        preload_for_fresh_children()
     try:
         # app.start, not worker_main: it returns the worker's exit code (worker_main drops it).
         code = app.start(
@@ -119,6 +122,14 @@ def fresh_child_per_job(queues: Sequence[str], devices: Path = DEVICES) -> bool:
     NVIDIA GPU, told by its device files (asking torch would load the CUDA driver into this
     process, which its forked children must not inherit)."""
     return "gpu" in queues and any(devices.glob("nvidia[0-9]*"))
+
+
+def preload_for_fresh_children() -> None:
+    """Import what jobs import lazily, once, in the parent: with a fresh child per job each
+    child would import it again, job after job (~1.5 s each), and forked children inherit
+    it. Imports only: no tensor is made and CUDA is not touched, so forking stays safe."""
+    import torch._dynamo  # noqa: F401  (built by torch.optim's first optimizer: the meta-loss)
+    import torchvision.transforms.v2  # noqa: F401  (shifted evaluation cells)
 
 
 def exit_without_teardown(code: object) -> NoReturn:

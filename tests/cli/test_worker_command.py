@@ -48,3 +48,18 @@ def test_a_fresh_child_per_job_only_where_a_gpu_job_has_memory_to_return(
     for name in devices:
         (tmp_path / name).touch()
     assert fresh_child_per_job(queues, tmp_path) is fresh
+
+
+def test_the_preload_for_fresh_children_imports_their_lazy_stacks_and_leaves_cuda_alone():
+    code = (
+        "import sys\n"
+        "from noisefa.commands.worker import preload_for_fresh_children\n"
+        "preload_for_fresh_children()\n"
+        "import torch\n"
+        "print('torch._dynamo' in sys.modules, 'torchvision' in sys.modules,"
+        " torch.cuda.is_initialized())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["True", "True", "False"]
