@@ -2,9 +2,9 @@
 
 The API builds its own client from :func:`noisefa.service.broker.make_celery` and sends
 ``noisefa.run_job`` by name; this module adds what only a worker needs: the task module and
-routing by queue, and the embedded mode's transport. ``noisefa worker`` asks for one fresh
-child process per job on the GPU queue of a machine with a GPU (GPU memory is returned when
-the child exits; CUDA is first touched inside that child, never in the parent).
+routing by queue, and the embedded mode's transport. ``noisefa worker`` decides whether each
+job gets a fresh child process (:func:`noisefa.commands.worker.fresh_child_per_job`); CUDA
+is first touched inside a child, never in the parent.
 
 Once Celery is ready the worker registers itself in the database and heartbeats there
 (:mod:`.registry`), so ``/readyz`` can tell which queues have a live consumer.
@@ -49,10 +49,8 @@ def apply_torch_threads(**_: object) -> None:
     ``noisefa worker`` sets from the cores and the concurrency when it is unset).
 
     Celery imports the task modules in the parent before the pool forks, so children
-    inherit torch, the engine and matplotlib. What those modules import lazily
-    (torchvision, torch's compiler stack) the parent preloads only where each job gets a
-    fresh child (:func:`noisefa.commands.worker.preload_for_fresh_children`); elsewhere a
-    reused child pays it once, and only if a job needs it.
+    inherit torch, the engine and matplotlib; what else a parent preloads is
+    :func:`noisefa.commands.worker.preload_for_fresh_children`.
     """
     threads = get_settings().torch_threads
     if threads is not None:

@@ -1,14 +1,13 @@
 """``noisefa worker``: a Celery worker that runs jobs from the ``cpu`` and/or ``gpu`` queues.
 
-One worker process per GPU (``-Q gpu -c 1``). With the prefork pool, a worker that consumes
-the ``gpu`` queue on a machine with an NVIDIA GPU runs each job in a fresh child process
-(``--max-tasks-per-child 1``), so GPU memory is returned between jobs and CUDA is never
-touched in the parent; any other worker reuses its children, since a fresh child costs
-0.5–5 s per job (measured in the load test: it bounded CPU throughput), and a task that
-follows another waits ~1 s for it (billiard's child sleeps a second before it exits). The
-embedded worker consumes both queues, and on a machine without a GPU has no GPU memory to
-return. The worker reads the same ``NOISEFA_*`` settings as the API, so one environment
-configures both.
+One worker process per GPU (``-Q gpu -c 1``). With the prefork pool, a worker on a machine
+with a GPU runs each job in a fresh child process (``--max-tasks-per-child 1``): the child's
+GPU memory is returned when it exits, and a CUDA error that poisons a process ends with its
+job. Elsewhere children are reused: a fresh child costs 0.5–5 s per job (measured in the
+load test: it bounded CPU throughput), and a task that follows another waits ~1 s for its
+new child (billiard's old child sleeps a second before it exits). Either way CUDA is first
+touched in a child, never in the parent. The rule is :func:`fresh_child_per_job`. The
+worker reads the same ``NOISEFA_*`` settings as the API, so one environment configures both.
 
 ``--parent-pid`` is what ``noisefa serve`` passes its worker child: the worker (and its pool)
 then dies with that process. A worker run on its own has no such tie.
@@ -20,14 +19,17 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .settings import load_settings
 
 QUEUES = ("cpu", "gpu")
-DEVICES = Path("/dev")  # where an NVIDIA driver puts its nvidia0, nvidia1, ... device files
+DEVICES = Path("/dev")
+# Device files that mean "this machine has a GPU CUDA can use": the NVIDIA driver's nvidia0,
+# nvidia1, ...; WSL2's dxg; Jetson's nvhost-gpu or nvgpu. A false "yes" costs ~1 s per job,
+# a false "no" a GPU job in a reused child, so the list leans to yes.
+GPU_DEVICE_FILES = ("nvidia[0-9]*", "dxg", "nvhost-gpu", "nvgpu")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--pool",
         choices=("prefork", "solo"),
         default="prefork",
-        help="prefork: a fresh child process per job (default); solo: jobs run in this process.",
+        help="prefork: jobs run in pool children (a fresh one per job on a GPU machine; the "
+        "default); solo: jobs run in this process.",
     )
     parser.add_argument(
         "--parent-pid",
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> NoReturn:
     from noisefa.worker.celery_app import app
 
     fresh_child = []
-    if fresh_child_per_job(queues):
+    if fresh_child_per_job():
         fresh_child = ["--max-tasks-per-child", "1"]
         preload_for_fresh_children()
     try:
@@ -117,18 +120,19 @@ def run(args: argparse.Namespace) -> NoReturn:
     exit_without_teardown(code)
 
 
-def fresh_child_per_job(queues: Sequence[str], devices: Path = DEVICES) -> bool:
-    """Whether each job gets a fresh pool child: on the ``gpu`` queue of a machine with an
-    NVIDIA GPU, told by its device files (asking torch would load the CUDA driver into this
-    process, which its forked children must not inherit)."""
-    return "gpu" in queues and any(devices.glob("nvidia[0-9]*"))
+def fresh_child_per_job(devices: Path = DEVICES) -> bool:
+    """Whether each job gets a fresh pool child: on a machine with a GPU, whatever the
+    queues (a ``device: auto`` job, on the ``cpu`` queue, trains on CUDA where there is
+    one). Told by the device files (:data:`GPU_DEVICE_FILES`): asking torch would load the
+    CUDA driver into this process, which its forked children must not inherit."""
+    return any(any(devices.glob(pattern)) for pattern in GPU_DEVICE_FILES)
 
 
 def preload_for_fresh_children() -> None:
     """Import what jobs import lazily, once, in the parent: with a fresh child per job each
     child would import it again, job after job (~1.5 s each), and forked children inherit
     it. Imports only: no tensor is made and CUDA is not touched, so forking stays safe."""
-    import torch._dynamo  # noqa: F401  (built by torch.optim's first optimizer: the meta-loss)
+    import torch._dynamo  # noqa: F401  (imported by torch.optim's first optimizer: meta-loss)
     import torchvision.transforms.v2  # noqa: F401  (shifted evaluation cells)
 
 

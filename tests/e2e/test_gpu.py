@@ -16,7 +16,12 @@ from noisefa.commands.processes import stop_process
 from noisefa.testing.embedded import children, start_server, wait_gone
 from noisefa.testing.waiting import wait_for
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# The driver's use is told by open /dev/nvidia* files (see uses_cuda_driver): a CUDA machine
+# without them (WSL2's /dev/dxg) cannot show it.
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() or not any(Path("/dev").glob("nvidia[0-9]*")),
+    reason="needs a CUDA device with NVIDIA device files",
+)
 
 DEADLINE_S = 180.0
 SPEC = {
