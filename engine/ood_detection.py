@@ -17,7 +17,6 @@ import torch
 from .contract import metric_names as mn
 from .metrics import auroc, expected_calibration_error, predictions, reliability_bins
 from .model import MLP
-from .plots import plot_reliability
 
 RELIABILITY_PLOT_NAME = "reliability.png"
 
@@ -41,6 +40,8 @@ def score_detection(
     for evaluation, cell in zip(evaluations, confidences, strict=True):
         evaluation[mn.OOD_AUROC] = auroc(confidence, cell)
     counts, accuracy, mean_confidence = reliability_bins(confidence, hits)
+    from .plots import plot_reliability  # matplotlib (~0.5 s): only evaluations draw
+
     plot_reliability(
         counts.cpu(),
         accuracy.cpu(),

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 ZERO_SPREAD = 1e-12  # differences this close (relative) count as equal
@@ -59,6 +58,8 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[st
     if n == 1:
         out["note"] = "one paired seed: no spread, no confidence interval, no test"
         return out
+    from scipy import stats  # ~0.7 s to import: only a report with paired seeds needs it
+
     std = float(differences.std(ddof=1))
     half_width = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
     out |= {

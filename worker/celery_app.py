@@ -49,7 +49,7 @@ def apply_torch_threads(**_: object) -> None:
     ``noisefa worker`` sets from the cores and the concurrency when it is unset).
 
     Celery imports the task modules in the parent before the pool forks, so children
-    inherit torch, the engine and matplotlib; what else a parent preloads is
+    inherit torch and the engine; what else a parent preloads is
     :func:`noisefa.commands.worker.preload_for_fresh_children`.
     """
     threads = get_settings().torch_threads
