@@ -35,7 +35,7 @@ def connection(folder) -> Connection:
 
 def test_only_the_embedded_worker_uses_it_and_the_reaper_still_reads_its_queue(tmp_path):
     assert worker_transport(Settings(home=str(tmp_path), broker_url="redis://h:6379/0")) == {}
-    settings = Settings(home=str(tmp_path))
+    settings = Settings(home=str(tmp_path), broker_url=None)  # embedded, whatever the env says
     api = make_celery(settings)
     worker = make_celery(settings)
     worker.conf.update(worker_transport(settings))
