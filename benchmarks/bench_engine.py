@@ -19,7 +19,11 @@ Beside them, the machine's matmul peak for the same work: each of those five sha
 64) timed alone in a tight loop with the same threads; their flops over their summed times
 is the rate a step made only of those matmuls would reach, so the distance of both sides to
 that limit is visible.
-Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]``.
+The engine makes each CPU step's batch one step ahead on a helper thread where a core is
+spare beside ``--threads`` (``--prefetch on|off`` to force it either way); the header says
+which, since it then uses a second core.
+Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]
+[--prefetch auto|on|off]``.
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.contract.spec import parse_spec
+from noisefa.engine.prefetch import prefetch_enabled, set_prefetch
 from noisefa.engine.run import run_job
 from noisefa.testing.reference_fa import RefFALinear
+
+PREFETCH = {"auto": None, "on": True, "off": False}  # --prefetch: set_prefetch's choices
 
 FEATURES, CLASSES, HIDDEN, BATCH = 784, 10, 100, 64
 
@@ -184,8 +191,16 @@ def main() -> None:
         default=1,
         help="torch.set_num_threads (default 1: steady numbers on a shared machine).",
     )
+    parser.add_argument(
+        "--prefetch",
+        choices=PREFETCH,
+        default="auto",
+        help="The engine's batches made ahead on a helper thread (default auto: where a "
+        "core is spare beside --threads).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    set_prefetch(PREFETCH[args.prefetch])
     samples = 10_000 if args.quick else 60_000
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(samples, FEATURES, generator=generator)
@@ -196,9 +211,11 @@ def main() -> None:
     reference = min(reference_epochs(x, y, args.device, args.epochs))
     engine, engine_whole = min(timer.steps), min(timer.whole)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    ahead = prefetch_enabled(torch.device(args.device))
     print(
-        f"device={name} threads={torch.get_num_threads()} samples={samples} "
-        f"model={FEATURES}-{HIDDEN}-{CLASSES} batch={BATCH} best of {args.epochs} epochs"
+        f"device={name} threads={torch.get_num_threads()} batches made ahead={ahead} "
+        f"samples={samples} model={FEATURES}-{HIDDEN}-{CLASSES} batch={BATCH} "
+        f"best of {args.epochs} epochs"
     )
     peak, rates = matmul_peak(args.device)
     limit = flop / peak / 1e9  # seconds of an epoch made only of its matmuls at peak

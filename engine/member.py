@@ -66,6 +66,11 @@ class Phase:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.samples_per_epoch / self.batch_size)
 
+    def batch_sizes(self) -> list[int]:
+        """Each step's batch size in an epoch: ``batch_size``, the last step what is left."""
+        full, rest = divmod(self.samples_per_epoch, self.batch_size)
+        return [self.batch_size] * full + ([rest] if rest else [])
+
     def stack_key(self) -> tuple:
         """What runs must share to take this phase's steps together (the lr may differ)."""
         source: tuple = ("data", id(self.dataset))

@@ -28,6 +28,7 @@ from .checkpoint import PHASE_ORDER, Checkpoint
 from .contract.errors import RunStopped, TrainingDiverged
 from .contract.spec import OptimizerSpec
 from .member import Member, Phase, derive_seed
+from .prefetch import StepBatches, prefetch_enabled
 from .rules import RULES
 from .stacked_optim import StackedOptimizer
 from .stacking import stack_models
@@ -155,10 +156,12 @@ class PhaseStack:
             frozen=self.model.frozen_views,
             run_views=self.model.run_views,
         )
+        prefetch = prefetch_enabled(self.device)
         if plan.dataset is not None:
-            self.source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
-        else:
-            self.source = NoiseBatches([phase.noise for phase in self.phases])
+            source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
+        else:  # a batch drawn ahead needs buffers of its own
+            source = NoiseBatches([phase.noise for phase in self.phases], 1 + prefetch)
+        self.source = StepBatches(source, prefetch=prefetch)
         self.runners: dict[int, object] = {}
         self.epoch = self.step = 0
         if any(resume is not None for resume in resumes):
@@ -202,15 +205,15 @@ class PhaseStack:
             return self._run()
         finally:
             self.runners = {}
+            self.source.close()
 
     def _run(self) -> dict[int, BaseException]:
         plan, left = self.plan, {}
         while self.ids and self.epoch < plan.epochs:
             order_states = [g.get_state() for g in self.orders]  # redraws this epoch's order
-            self.source.start_epoch(skip=self.step * plan.batch_size)
-            for step in range(self.step + 1, plan.steps_per_epoch + 1):
-                size = min(step * plan.batch_size, plan.samples_per_epoch)
-                size -= (step - 1) * plan.batch_size
+            sizes = plan.batch_sizes()[self.step :]
+            self.source.start_epoch(self.step * plan.batch_size, sizes)
+            for step, size in enumerate(sizes, start=self.step + 1):
                 self._runner(size)()
                 stopping = [r for r in range(len(self.ids)) if self._polls_stop(r, step)]
                 if stopping:
@@ -230,10 +233,7 @@ class PhaseStack:
     def _runner(self, size: int):
         """The step for batches of ``size`` (the last batch of an epoch may be smaller)."""
         if size not in self.runners:
-            generators = [
-                *getattr(self.source, "generators", []),
-                *self.model.rules.used_generators,
-            ]
+            generators = [*self.source.generators, *self.model.rules.used_generators]
             step = functools.partial(self._step, size)
             self.runners[size] = make_step_runner(step, self.device, generators)
         return self.runners[size]
@@ -303,6 +303,7 @@ class PhaseStack:
         self, stopping: list[int], step: int, order_states: list[torch.Tensor]
     ) -> dict[int, BaseException]:
         """Checkpoint the runs that asked to stop mid-epoch, then take them off the stack."""
+        self.source.settle()  # the noise drawn ahead for the next step is not in a checkpoint
         self.model.write_back([self.members[i].model for i in self.ids])
         stopped: dict[int, BaseException] = {}
         for r in stopping:

@@ -1,5 +1,6 @@
-"""How a worker trains: the CPU threads of each job, and which runs it trains together as one
-pack (:mod:`.packs`): how many, and how long a standalone run waits for others to join.
+"""How a worker trains: the CPU threads of each job (and whether a helper thread makes its
+batches ahead), and which runs it trains together as one pack (:mod:`.packs`): how many,
+and how long a standalone run waits for others to join.
 
 A group of :class:`~.settings.Settings` fields kept in a module of its own (``Settings``
 inherits them, so each is still read from ``NOISEFA_<NAME>``).
@@ -13,7 +14,7 @@ from pydantic import BaseModel, Field
 
 
 class WorkerSettings(BaseModel):
-    """Threads per job and pack sizes."""
+    """Threads per job, batches made ahead, and pack sizes."""
 
     torch_threads: int | None = Field(
         None,
@@ -22,6 +23,13 @@ class WorkerSettings(BaseModel):
         description="CPU threads each job of a worker trains with; default: the machine's "
         "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
         "the node.",
+    )
+    prefetch_batches: bool | None = Field(
+        None,
+        description="Make each CPU training step's batch (its noise draw or data gather) "
+        "one step ahead on a helper thread, beside the torch threads: `true`, `false`, or "
+        "unset: when the job's torch threads leave a core of the process spare (`noisefa "
+        "worker` sets `false` where its concurrent jobs take every core). Never on CUDA.",
     )
     pack_max_runs: int | None = Field(
         None,

@@ -44,19 +44,23 @@ app.conf.update(
 
 @worker_init.connect  # the solo pool trains in the worker process itself
 @worker_process_init.connect
-def apply_torch_threads(**_: object) -> None:
+def apply_cpu_settings(**_: object) -> None:
     """Train with this job process's share of the CPU (``Settings.torch_threads``, which
-    ``noisefa worker`` sets from the cores and the concurrency when it is unset).
+    ``noisefa worker`` sets from the cores and the concurrency when it is unset) and make
+    batches ahead as ``Settings.prefetch_batches`` says (which it sets where no core is spare).
 
     Celery imports the task modules in the parent before the pool forks, so children
     inherit torch and the engine; what else a parent preloads is
     :func:`noisefa.commands.worker.preload_for_fresh_children`.
     """
-    threads = get_settings().torch_threads
-    if threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    from noisefa.engine.prefetch import set_prefetch
+
+    settings = get_settings()
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    set_prefetch(settings.prefetch_batches)
 
 
 registration = WorkerRegistration(settings)

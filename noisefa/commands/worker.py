@@ -20,9 +20,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .settings import load_settings
+
+if TYPE_CHECKING:
+    from noisefa.service.settings import Settings
 
 QUEUES = ("cpu", "gpu")
 DEVICES = Path("/dev")
@@ -64,6 +67,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def share_cpu(settings: Settings, concurrency: int) -> None:
+    """Give each of ``concurrency`` jobs its share of the CPU, in the environment the job
+    processes read their settings from (worker/celery_app.py applies them there).
+
+    Each gets ``Settings.threads_per_job`` threads (torch's default, one thread per core in
+    every job, oversubscribes and spins), and batches are not made ahead on a helper thread
+    (``Settings.prefetch_batches``) unless a core is left over: a job alone sees only its own
+    threads, not its neighbours'.
+    """
+    from noisefa.engine.prefetch import spare_core
+    from noisefa.service.settings import env_var
+
+    threads = settings.threads_per_job(concurrency)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ[env_var("torch_threads")] = str(threads)
+    if not spare_core(threads, concurrency):
+        os.environ.setdefault(env_var("prefetch_batches"), "false")
+
+
 def run(args: argparse.Namespace) -> NoReturn:
     """Run the worker until SIGTERM/SIGINT (warm shutdown: the running job finishes first),
     then exit the process (:func:`exit_without_teardown`)."""
@@ -79,15 +101,7 @@ def run(args: argparse.Namespace) -> NoReturn:
 
         exit_with_parent(args.parent_pid)
 
-    from noisefa.service.settings import env_var
-
-    settings = load_settings()  # refused settings exit here with a message, before Celery
-    # Concurrent jobs share the CPU: each gets its share of threads (Settings.torch_threads;
-    # torch's default, one thread per core in every job, oversubscribes and spins). The job
-    # processes read the setting back and apply it (worker/celery_app.py).
-    threads = settings.threads_per_job(args.concurrency)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    os.environ[env_var("torch_threads")] = str(threads)
+    share_cpu(load_settings(), args.concurrency)  # refused settings exit here, before Celery
     from noisefa.worker.celery_app import app
 
     fresh_child = []

@@ -67,3 +67,39 @@ def test_the_preload_for_fresh_children_imports_their_lazy_stacks_and_leaves_cud
     )
     # Safe to fork after: CUDA not initialised, no driver file open, no thread started.
     assert done.stdout.split() == ["True", "False", "1", "False"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "concurrency", "threads", "ahead"),
+    [(4, 1, 4, False), (4, 2, 2, False), (4, 4, 1, False), (4, 3, 1, None), (1, 1, 1, False)],
+)
+def test_each_job_gets_its_share_of_cores_and_a_helper_thread_only_from_a_spare_one(
+    monkeypatch, cores, concurrency, threads, ahead
+):
+    from noisefa.commands.worker import share_cpu
+    from noisefa.service.settings import Settings
+
+    for name in ("OMP_NUM_THREADS", "NOISEFA_TORCH_THREADS", "NOISEFA_PREFETCH_BATCHES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: cores)
+    share_cpu(Settings(), concurrency)
+    job = Settings()  # what a job process reads back
+    assert job.torch_threads == threads
+    assert job.prefetch_batches is ahead  # None: the engine's own rule, a core is spare
+
+
+@pytest.mark.parametrize(("setting", "ahead"), [("false", False), ("true", True)])
+def test_a_job_process_makes_batches_ahead_as_its_settings_say(monkeypatch, setting, ahead):
+    import torch
+
+    from noisefa.engine.prefetch import prefetch_enabled, set_prefetch
+    from noisefa.worker.celery_app import apply_cpu_settings
+
+    monkeypatch.setenv("NOISEFA_TORCH_THREADS", "1")
+    monkeypatch.setenv("NOISEFA_PREFETCH_BATCHES", setting)
+    try:
+        apply_cpu_settings()
+        assert prefetch_enabled(torch.device("cpu")) is ahead
+    finally:
+        set_prefetch(None)

@@ -1,0 +1,124 @@
+"""A phase's batches step by step through an epoch, each made ahead on a helper thread (CPU).
+
+On one CPU core a step is its batch and then its arithmetic. The batch is no small part:
+64 × 784 normals from a run's CPU generator take ~300 µs (most of it the Mersenne Twister,
+not the transform), and a gather of 64 random rows of the data ~90 µs, against ~300 µs of
+forward, backward and Adam. Torch's kernels release the GIL, so a helper thread can make
+step t+1's batch while the main thread computes step t. That takes a second core, so it is
+on only where the process has a core to spare beyond its torch threads (:func:`spare_core`),
+or as ``Settings.prefetch_batches`` says (the worker and ``noisefa run`` apply it with
+:func:`set_prefetch`; ``noisefa worker`` turns it off where its concurrent jobs take every
+core). Never on CUDA, where the step, batch included, is one captured graph.
+
+The helper makes exactly the batches the main thread would, from the same generators in
+the same order, and never reaches past the epoch's last step (the next epoch draws a new
+order). Before anything reads a source's state or reshapes it (a run stopping mid-epoch is
+checkpointed, a run leaving the stack), the pending batch is settled: waited for, and its
+source wound back to before it, so every checkpoint is the one a run without the helper
+would have written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+from .batches import Batch, DataBatches, NoiseBatches
+
+Source = DataBatches | NoiseBatches
+
+
+class _Choice:
+    """The process's choice: ``True`` always, ``False`` never, ``None`` when a core is spare."""
+
+    enabled: bool | None = None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
+def spare_core(threads: int, jobs: int = 1) -> bool:
+    """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave a core free."""
+    return threads * jobs < usable_cores()
+
+
+def set_prefetch(enabled: bool | None) -> None:
+    """Make CPU batches ahead always (``True``), never (``False``) or when a core is spare
+    beside this process's torch threads (``None``, the default): a process-wide choice, as
+    ``torch.set_num_threads`` is, made once from ``Settings.prefetch_batches``."""
+    _Choice.enabled = enabled
+
+
+def prefetch_enabled(device: torch.device) -> bool:
+    """Whether a phase on ``device`` makes its batches ahead (:func:`set_prefetch`)."""
+    if device.type != "cpu" or _Choice.enabled is False:
+        return False
+    return _Choice.enabled or spare_core(torch.get_num_threads())
+
+
+class StepBatches:
+    """The batches of a phase's steps, from its dataset or noise source, made one step ahead
+    on a helper thread when ``prefetch``.
+
+    ``start_epoch`` says the sizes of the steps left in the epoch; each :meth:`next` must
+    ask for the next of them (the trainer's loop does), and the helper makes the one after.
+    """
+
+    def __init__(self, source: Source, *, prefetch: bool):
+        self.source = source
+        self.pool = ThreadPoolExecutor(1, "noisefa-prefetch") if prefetch else None
+        self.upcoming: deque[int] = deque()
+        self.pending: tuple[object, Future[Batch]] | None = None  # state before, the batch
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        """The generators the batches draw from (registered with a CUDA graph)."""
+        return self.source.generators
+
+    def start_epoch(self, skip: int, sizes: Sequence[int]) -> None:
+        """Start the epoch ``skip`` samples in; ``sizes``: its steps' batch sizes from there."""
+        self.settle()
+        self.source.start_epoch(skip)
+        self.upcoming = deque(sizes)
+
+    def next(self, size: int) -> Batch:
+        """This step's batch (x (R, B, *in), labels (R, B), target); then start the next."""
+        expected = self.upcoming.popleft()
+        assert size == expected, f"step of {size} samples where the epoch plans {expected}"
+        if self.pending is None:
+            batch = self.source.next(size)
+        else:
+            batch = self.pending[1].result()
+            self.pending = None
+        if self.pool is not None and self.upcoming:
+            state = self.source.state()
+            self.pending = (state, self.pool.submit(self.source.next, self.upcoming[0]))
+        return batch
+
+    def settle(self) -> None:
+        """Undo the batch made ahead, if any: its source's state is as if it was never made."""
+        if self.pending is not None:
+            state, batch = self.pending
+            self.pending = None
+            batch.result()
+            self.source.restore(state)
+
+    def take(self, keep: Sequence[int]) -> StepBatches:
+        """The batches of the stacked runs ``keep`` only (the others left), mid-epoch included."""
+        self.settle()
+        self.source = self.source.take(keep)
+        return self
+
+    def close(self) -> None:
+        """Settle and stop the helper thread (the phase is over, or failed)."""
+        if self.pool is not None:
+            try:
+                self.settle()
+            finally:
+                self.pool.shutdown()

@@ -1,0 +1,121 @@
+"""Batches made ahead on a helper thread are the batches made in the step, and a run that
+stops or leaves mid-epoch is checkpointed as if nothing had been made ahead."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noisefa.engine.batches import DataBatches, NoiseBatches
+from noisefa.engine.contract.errors import RunStopped
+from noisefa.engine.contract.spec import NoiseSpec
+from noisefa.engine.noise import NoiseSource
+from noisefa.engine.prefetch import StepBatches, prefetch_enabled, set_prefetch, spare_core
+from noisefa.engine.run import run_jobs
+
+from .test_stack import StopAt, mixed_specs, points
+
+SIZES = [64, 64, 64, 17]  # an epoch of 209 samples
+
+
+def noise_batches(slots: int) -> NoiseBatches:
+    sources = [
+        NoiseSource(NoiseSpec(), (8,), 3, generator=torch.Generator().manual_seed(seed))
+        for seed in (1, 2)
+    ]
+    return NoiseBatches(sources, slots)
+
+
+def data_batches() -> DataBatches:
+    from noisefa.engine.datasets import Dataset
+
+    data_rng = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=data_rng)
+    y = torch.randint(0, 3, (300,), generator=data_rng)
+    data = Dataset("toy", x, y, x[:10], y[:10], num_classes=3)
+    return DataBatches(data, [torch.Generator().manual_seed(s) for s in (1, 2)])
+
+
+def epoch(batches: StepBatches, sizes: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every step's (x, labels), copied: a noise buffer is reused two steps on."""
+    batches.start_epoch(0, sizes)
+    return [tuple(t.clone() for t in batches.next(size)[:2]) for size in sizes]
+
+
+@pytest.mark.parametrize("make", [lambda p: noise_batches(1 + p), lambda p: data_batches()])
+def test_batches_made_ahead_are_the_batches_made_in_the_step(make):
+    made = {}
+    for prefetch in (False, True):
+        batches = StepBatches(make(prefetch), prefetch=prefetch)
+        made[prefetch] = [epoch(batches, SIZES), epoch(batches, SIZES)]
+        assert batches.pending is None, "nothing is made past the epoch's last step"
+        batches.close()
+    for ahead, inline in zip(made[True], made[False], strict=True):
+        for (xa, ya), (xi, yi) in zip(ahead, inline, strict=True):
+            assert torch.equal(xa, xi) and torch.equal(ya, yi)
+
+
+def test_settling_winds_the_noise_generators_back_to_before_the_batch_made_ahead():
+    ahead = StepBatches(noise_batches(2), prefetch=True)
+    inline = noise_batches(1)
+    ahead.start_epoch(0, SIZES)
+    ahead.next(64)
+    inline.next(64)
+    assert ahead.pending is not None, "the second step's batch is being made"
+    ahead.settle()
+    for a, b in zip(ahead.source.generators, inline.generators, strict=True):
+        assert torch.equal(a.get_state(), b.get_state())
+    # A run left: the rest go on from where they stood, the next batch made in the step.
+    kept = ahead.take([1])
+    assert torch.equal(kept.next(64)[0][0], inline.next(64)[0][1])
+    ahead.close()
+
+
+def test_settling_puts_the_data_offset_back():
+    batches = StepBatches(data_batches(), prefetch=True)
+    batches.start_epoch(0, SIZES)
+    batches.next(64)
+    batches.settle()
+    assert batches.source.offset == 64
+    batches.close()
+
+
+@pytest.fixture
+def prefetch_choice():
+    """``set_prefetch``, put back to its default (``None``) after the test."""
+    yield set_prefetch
+    set_prefetch(None)
+
+
+def test_a_stack_trains_and_resumes_the_same_with_and_without_batches_made_ahead(
+    tmp_path, small_spec, prefetch_choice
+):
+    """Stops in a noise epoch (step 5) and in a data epoch (step 40), then resumes."""
+    specs = mixed_specs(small_spec)
+    seen = {}
+    for ahead in (False, True):
+        prefetch_choice(ahead)
+        assert prefetch_enabled(torch.device("cpu")) == ahead
+        out = [tmp_path / str(ahead) / str(i) for i in range(len(specs))]
+        outcomes = run_jobs(specs, out, callbacks=[None, StopAt(40), None, StopAt(5)])
+        assert [type(o) for o in outcomes] == [dict, RunStopped, dict, RunStopped]
+        resumed = run_jobs([specs[1], specs[3]], [out[1], out[3]])
+        assert all(isinstance(r, dict) for r in resumed), resumed
+        seen[ahead] = [points(folder) for folder in out]
+    assert seen[True] == seen[False]
+
+
+def test_made_ahead_only_on_the_cpu_and_as_the_setting_says(prefetch_choice):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    prefetch_choice(True)
+    assert prefetch_enabled(cpu) and not prefetch_enabled(cuda)
+    prefetch_choice(False)
+    assert not prefetch_enabled(cpu)
+    prefetch_choice(None)
+    assert prefetch_enabled(cpu) == spare_core(torch.get_num_threads())
+
+
+def test_a_core_is_spare_only_when_the_jobs_threads_leave_one(monkeypatch):
+    monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
+    assert spare_core(1) and spare_core(3) and spare_core(1, jobs=3)
+    assert not spare_core(4) and not spare_core(2, jobs=2) and not spare_core(1, jobs=4)
