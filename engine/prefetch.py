@@ -66,8 +66,10 @@ class StepBatches:
     """The batches of a phase's steps, from its dataset or noise source, made one step ahead
     on a helper thread when ``prefetch``.
 
-    ``start_epoch`` says the sizes of the steps left in the epoch; each :meth:`next` must
-    ask for the next of them (the trainer's loop does), and the helper makes the one after.
+    ``start_epoch`` says the sizes of the steps left in the epoch; with ``prefetch`` each
+    :meth:`next` must ask for the next of them (the trainer's loop does), and the helper
+    makes the one after. Without it, :meth:`next` is the source's own: a CUDA graph's
+    replays run no Python, so there the calls are not one per step.
     """
 
     def __init__(self, source: Source, *, prefetch: bool):
@@ -85,10 +87,13 @@ class StepBatches:
         """Start the epoch ``skip`` samples in; ``sizes``: its steps' batch sizes from there."""
         self.settle()
         self.source.start_epoch(skip)
-        self.upcoming = deque(sizes)
+        if self.pool is not None:
+            self.upcoming = deque(sizes)
 
     def next(self, size: int) -> Batch:
         """This step's batch (x (R, B, *in), labels (R, B), target); then start the next."""
+        if self.pool is None:
+            return self.source.next(size)
         expected = self.upcoming.popleft()
         assert size == expected, f"step of {size} samples where the epoch plans {expected}"
         if self.pending is None:
@@ -96,7 +101,7 @@ class StepBatches:
         else:
             batch = self.pending[1].result()
             self.pending = None
-        if self.pool is not None and self.upcoming:
+        if self.upcoming:
             state = self.source.state()
             self.pending = (state, self.pool.submit(self.source.next, self.upcoming[0]))
         return batch

@@ -55,6 +55,14 @@ def test_batches_made_ahead_are_the_batches_made_in_the_step(make):
             assert torch.equal(xa, xi) and torch.equal(ya, yi)
 
 
+def test_without_prefetch_a_batch_is_made_when_asked_whatever_the_plan():
+    """A CUDA graph's replays run no Python: the step's calls skip most of the epoch."""
+    batches = StepBatches(noise_batches(1), prefetch=False)
+    batches.start_epoch(0, SIZES)
+    x, labels, _ = batches.next(17)  # the epoch's last step, the first called
+    assert x.shape == (2, 17, 8) and labels.shape == (2, 17)
+
+
 def test_settling_winds_the_noise_generators_back_to_before_the_batch_made_ahead():
     ahead = StepBatches(noise_batches(2), prefetch=True)
     inline = noise_batches(1)
@@ -119,3 +127,28 @@ def test_a_core_is_spare_only_when_the_jobs_threads_leave_one(monkeypatch):
     monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
     assert spare_core(1) and spare_core(3) and spare_core(1, jobs=3)
     assert not spare_core(4) and not spare_core(2, jobs=2) and not spare_core(1, jobs=4)
+
+
+class ReplayedStep:
+    """A CUDA graph's runner, as the trainer sees it: the step's Python runs for the warm-up
+    and capture calls only; the replays after run none."""
+
+    def __init__(self, step, device, generators):
+        self.step, self.calls = step, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls <= 4:
+            self.step()
+
+
+def test_a_phase_trains_where_replays_run_no_python(
+    tmp_path, small_spec, monkeypatch, prefetch_choice
+):
+    """The data phase's last, smaller step comes after replays of the full-size step (on
+    CUDA, where nothing is made ahead)."""
+    prefetch_choice(False)
+    monkeypatch.setattr("noisefa.engine.trainer.make_step_runner", ReplayedStep)
+    spec = small_spec(pretrain=None)
+    [result] = run_jobs([spec], [tmp_path / "run"])
+    assert isinstance(result, dict), result
