@@ -40,7 +40,7 @@ class DataBatches:
 
     @property
     def generators(self) -> list[torch.Generator]:
-        """None: a step draws nothing (the orders are drawn once an epoch, on the CPU)."""
+        """No generator: a step draws nothing (the orders are drawn once an epoch, on the CPU)."""
         return []
 
     def start_epoch(self, skip: int = 0) -> None:

@@ -39,13 +39,18 @@ class _Choice:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on: its affinity where the OS has one (Linux), else
+    the machine's count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def spare_core(threads: int, jobs: int = 1) -> bool:
-    """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave a core free."""
-    return threads * jobs < usable_cores()
+    """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave room for a
+    helper. A helper's data gather is split among the job's torch threads as the main
+    thread's ops are (``index_select`` of 64 rows or more, with more than one thread), so
+    each job may need as many cores again: twice its threads (a noise draw needs one)."""
+    return 2 * threads * jobs <= usable_cores()
 
 
 def set_prefetch(enabled: bool | None) -> None:
@@ -99,19 +104,24 @@ class StepBatches:
         if self.pending is None:
             batch = self.source.next(size)
         else:
-            batch = self.pending[1].result()
-            self.pending = None
+            _, made = self.pending
+            self.pending = None  # made or failed, it is no longer ahead
+            batch = made.result()
         if self.upcoming:
             state = self.source.state()
             self.pending = (state, self.pool.submit(self.source.next, self.upcoming[0]))
         return batch
 
     def settle(self) -> None:
-        """Undo the batch made ahead, if any: its source's state is as if it was never made."""
+        """Undo the batch made ahead, if any: its source's state is as if it was never made.
+
+        The batch is thrown away made or failed: if making it failed, making it again in the
+        step fails the same way, and a phase that has failed already keeps its own error.
+        """
         if self.pending is not None:
-            state, batch = self.pending
+            state, made = self.pending
             self.pending = None
-            batch.result()
+            made.exception()  # waits for it
             self.source.restore(state)
 
     def take(self, keep: Sequence[int]) -> StepBatches:
@@ -123,7 +133,5 @@ class StepBatches:
     def close(self) -> None:
         """Settle and stop the helper thread (the phase is over, or failed)."""
         if self.pool is not None:
-            try:
-                self.settle()
-            finally:
-                self.pool.shutdown()
+            self.settle()
+            self.pool.shutdown()

@@ -160,7 +160,7 @@ class PhaseStack:
         if plan.dataset is not None:
             source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
         else:  # a batch drawn ahead needs buffers of its own
-            source = NoiseBatches([phase.noise for phase in self.phases], 1 + prefetch)
+            source = NoiseBatches([phase.noise for phase in self.phases], 2 if prefetch else 1)
         self.source = StepBatches(source, prefetch=prefetch)
         self.runners: dict[int, object] = {}
         self.epoch = self.step = 0

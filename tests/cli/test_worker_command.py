@@ -70,23 +70,31 @@ def test_the_preload_for_fresh_children_imports_their_lazy_stacks_and_leaves_cud
 
 
 @pytest.mark.parametrize(
-    ("cores", "concurrency", "threads", "ahead"),
-    [(4, 1, 4, False), (4, 2, 2, False), (4, 4, 1, False), (4, 3, 1, None), (1, 1, 1, False)],
+    ("cores", "concurrency", "setting", "threads", "ahead"),
+    [
+        (4, 1, None, 4, False),
+        (4, 2, None, 2, False),
+        (4, 3, None, 1, False),  # 3 jobs and their 3 helpers would take 6 cores
+        (4, 2, "1", 1, None),  # 2 jobs of 1 thread, each with a helper: 4 cores
+        (1, 1, None, 1, False),
+    ],
 )
-def test_each_job_gets_its_share_of_cores_and_a_helper_thread_only_from_a_spare_one(
-    monkeypatch, cores, concurrency, threads, ahead
+def test_each_job_gets_its_share_of_cores_and_a_helper_thread_only_from_spare_ones(
+    monkeypatch, cores, concurrency, setting, threads, ahead
 ):
     from noisefa.commands.worker import share_cpu
     from noisefa.service.settings import Settings
 
     for name in ("OMP_NUM_THREADS", "NOISEFA_TORCH_THREADS", "NOISEFA_PREFETCH_BATCHES"):
         monkeypatch.delenv(name, raising=False)
+    if setting is not None:
+        monkeypatch.setenv("NOISEFA_TORCH_THREADS", setting)
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: cores)
     share_cpu(Settings(), concurrency)
     job = Settings()  # what a job process reads back
     assert job.torch_threads == threads
-    assert job.prefetch_batches is ahead  # None: the engine's own rule, a core is spare
+    assert job.prefetch_batches is ahead  # None: the engine's own rule, room is spare
 
 
 @pytest.mark.parametrize(("setting", "ahead"), [("false", False), ("true", True)])

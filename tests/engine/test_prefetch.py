@@ -79,6 +79,51 @@ def test_settling_winds_the_noise_generators_back_to_before_the_batch_made_ahead
     ahead.close()
 
 
+def test_a_batch_drawn_ahead_has_buffers_of_its_own():
+    ahead, inline = noise_batches(2), noise_batches(1)
+    assert ahead.next(64)[0].data_ptr() != ahead.next(64)[0].data_ptr()
+    assert inline.next(64)[0].data_ptr() == inline.next(64)[0].data_ptr()
+
+
+class FailingNoise(NoiseBatches):
+    """Noise whose ``fail_at``-th batch cannot be made."""
+
+    def __init__(self, fail_at: int):
+        super().__init__(noise_batches(2).sources, 2)
+        self.fail_at, self.made = fail_at, 0
+
+    def next(self, size):
+        self.made += 1
+        if self.made == self.fail_at:
+            raise RuntimeError("no memory for the batch")
+        return super().next(size)
+
+
+def test_a_batch_that_fails_ahead_fails_its_own_step():
+    batches = StepBatches(FailingNoise(fail_at=2), prefetch=True)
+    batches.start_epoch(0, SIZES)
+    batches.next(64)
+    with pytest.raises(RuntimeError, match="no memory"):
+        batches.next(64)
+    batches.close()  # nothing pending: the failure was collected by its step
+
+
+@pytest.mark.parametrize("source", [lambda: noise_batches(2), lambda: FailingNoise(fail_at=2)])
+def test_closing_a_failed_phase_winds_back_and_stops_the_helper(source):
+    """The step failed with a batch pending (made, or failed too): closing raises nothing
+    (the phase's own error stands), winds the generators back and joins the thread."""
+    batches, inline = StepBatches(source(), prefetch=True), noise_batches(1)
+    batches.start_epoch(0, SIZES)
+    batches.next(64)
+    inline.next(64)
+    batches.close()
+    assert batches.pending is None
+    for a, b in zip(batches.source.generators, inline.generators, strict=True):
+        assert torch.equal(a.get_state(), b.get_state())
+    with pytest.raises(RuntimeError, match="shutdown"):
+        batches.pool.submit(lambda: None)
+
+
 def test_settling_puts_the_data_offset_back():
     batches = StepBatches(data_batches(), prefetch=True)
     batches.start_epoch(0, SIZES)
@@ -123,10 +168,11 @@ def test_made_ahead_only_on_the_cpu_and_as_the_setting_says(prefetch_choice):
     assert prefetch_enabled(cpu) == spare_core(torch.get_num_threads())
 
 
-def test_a_core_is_spare_only_when_the_jobs_threads_leave_one(monkeypatch):
+def test_room_for_a_helper_only_where_each_job_has_twice_its_threads(monkeypatch):
+    """A helper's gather may be split among the job's threads: it needs as many again."""
     monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
-    assert spare_core(1) and spare_core(3) and spare_core(1, jobs=3)
-    assert not spare_core(4) and not spare_core(2, jobs=2) and not spare_core(1, jobs=4)
+    assert spare_core(1) and spare_core(2) and spare_core(1, jobs=2)
+    assert not spare_core(3) and not spare_core(1, jobs=3) and not spare_core(2, jobs=2)
 
 
 class ReplayedStep:
