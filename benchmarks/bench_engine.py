@@ -19,9 +19,9 @@ Beside them, the machine's matmul peak for the same work: each of those five sha
 64) timed alone in a tight loop with the same threads; their flops over their summed times
 is the rate a step made only of those matmuls would reach, so the distance of both sides to
 that limit is visible.
-The engine makes each CPU step's batch one step ahead on a helper thread where a core is
-spare beside ``--threads`` (``--prefetch on|off`` to force it either way); the header says
-which, since it then uses a second core.
+The engine makes each CPU step's batch one step ahead on a helper thread where the process
+has twice ``--threads`` in cores (``--prefetch on|off`` to force it either way); the header
+says which, since it then uses a second core.
 Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]
 [--prefetch auto|on|off]``.
 """
@@ -195,8 +195,8 @@ def main() -> None:
         "--prefetch",
         choices=PREFETCH,
         default="auto",
-        help="The engine's batches made ahead on a helper thread (default auto: where a "
-        "core is spare beside --threads).",
+        help="The engine's batches made ahead on a helper thread (default auto: where the "
+        "process has twice --threads in cores).",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

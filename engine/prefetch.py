@@ -4,11 +4,12 @@ On one CPU core a step is its batch and then its arithmetic. The batch is no sma
 64 × 784 normals from a run's CPU generator take ~300 µs (most of it the Mersenne Twister,
 not the transform), and a gather of 64 random rows of the data ~90 µs, against ~300 µs of
 forward, backward and Adam. Torch's kernels release the GIL, so a helper thread can make
-step t+1's batch while the main thread computes step t. That takes a second core, so it is
-on only where the process has a core to spare beyond its torch threads (:func:`spare_core`),
-or as ``Settings.prefetch_batches`` says (the worker and ``noisefa run`` apply it with
-:func:`set_prefetch`; ``noisefa worker`` turns it off where its concurrent jobs take every
-core). Never on CUDA, where the step, batch included, is one captured graph.
+step t+1's batch while the main thread computes step t. That takes cores of its own, so it
+is on only where the process has room for it beside its torch threads
+(:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says (the worker and
+``noisefa run`` apply it with :func:`set_prefetch`; ``noisefa worker`` turns it off where
+its concurrent jobs leave no room). Never on CUDA, where the step, batch included, is one
+captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
 the same order, and never reaches past the epoch's last step (the next epoch draws a new
@@ -33,7 +34,7 @@ Source = DataBatches | NoiseBatches
 
 
 class _Choice:
-    """The process's choice: ``True`` always, ``False`` never, ``None`` when a core is spare."""
+    """The process's choice: ``True`` always, ``False`` never, ``None`` where there is room."""
 
     enabled: bool | None = None
 
@@ -45,7 +46,7 @@ def usable_cores() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def spare_core(threads: int, jobs: int = 1) -> bool:
+def room_for_helper(threads: int, jobs: int = 1) -> bool:
     """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave room for a
     helper. A helper's data gather is split among the job's torch threads as the main
     thread's ops are (``index_select`` of 64 rows or more, with more than one thread), so
@@ -54,7 +55,7 @@ def spare_core(threads: int, jobs: int = 1) -> bool:
 
 
 def set_prefetch(enabled: bool | None) -> None:
-    """Make CPU batches ahead always (``True``), never (``False``) or when a core is spare
+    """Make CPU batches ahead always (``True``), never (``False``) or where there is room
     beside this process's torch threads (``None``, the default): a process-wide choice, as
     ``torch.set_num_threads`` is, made once from ``Settings.prefetch_batches``."""
     _Choice.enabled = enabled
@@ -64,7 +65,7 @@ def prefetch_enabled(device: torch.device) -> bool:
     """Whether a phase on ``device`` makes its batches ahead (:func:`set_prefetch`)."""
     if device.type != "cpu" or _Choice.enabled is False:
         return False
-    return _Choice.enabled or spare_core(torch.get_num_threads())
+    return _Choice.enabled or room_for_helper(torch.get_num_threads())
 
 
 class StepBatches:

@@ -28,7 +28,7 @@ class WorkerSettings(BaseModel):
         None,
         description="Make each CPU training step's batch (its noise draw or data gather) "
         "one step ahead on a helper thread, beside the torch threads: `true`, `false`, or "
-        "unset: when the job's torch threads leave a core of the process spare (`noisefa "
+        "unset: where the process has twice the job's torch threads in cores (`noisefa "
         "worker` sets `false` where its concurrent jobs take every core). Never on CUDA.",
     )
     pack_max_runs: int | None = Field(

@@ -47,7 +47,8 @@ app.conf.update(
 def apply_cpu_settings(**_: object) -> None:
     """Train with this job process's share of the CPU (``Settings.torch_threads``, which
     ``noisefa worker`` sets from the cores and the concurrency when it is unset) and make
-    batches ahead as ``Settings.prefetch_batches`` says (which it sets where no core is spare).
+    batches ahead as ``Settings.prefetch_batches`` says (which it turns off where the cores
+    leave no room for a helper).
 
     Celery imports the task modules in the parent before the pool forks, so children
     inherit torch and the engine; what else a parent preloads is

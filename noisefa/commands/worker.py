@@ -76,13 +76,13 @@ def share_cpu(settings: Settings, concurrency: int) -> None:
     (``Settings.prefetch_batches``) unless a core is left over: a job alone sees only its own
     threads, not its neighbours'.
     """
-    from noisefa.engine.prefetch import spare_core
+    from noisefa.engine.prefetch import room_for_helper
     from noisefa.service.settings import env_var
 
     threads = settings.threads_per_job(concurrency)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ[env_var("torch_threads")] = str(threads)
-    if not spare_core(threads, concurrency):
+    if not room_for_helper(threads, concurrency):
         os.environ.setdefault(env_var("prefetch_batches"), "false")
 
 

@@ -10,7 +10,7 @@ from noisefa.engine.batches import DataBatches, NoiseBatches
 from noisefa.engine.contract.errors import RunStopped
 from noisefa.engine.contract.spec import NoiseSpec
 from noisefa.engine.noise import NoiseSource
-from noisefa.engine.prefetch import StepBatches, prefetch_enabled, set_prefetch, spare_core
+from noisefa.engine.prefetch import StepBatches, prefetch_enabled, room_for_helper, set_prefetch
 from noisefa.engine.run import run_jobs
 
 from .test_stack import StopAt, mixed_specs, points
@@ -165,14 +165,15 @@ def test_made_ahead_only_on_the_cpu_and_as_the_setting_says(prefetch_choice):
     prefetch_choice(False)
     assert not prefetch_enabled(cpu)
     prefetch_choice(None)
-    assert prefetch_enabled(cpu) == spare_core(torch.get_num_threads())
+    assert prefetch_enabled(cpu) == room_for_helper(torch.get_num_threads())
 
 
 def test_room_for_a_helper_only_where_each_job_has_twice_its_threads(monkeypatch):
     """A helper's gather may be split among the job's threads: it needs as many again."""
     monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
-    assert spare_core(1) and spare_core(2) and spare_core(1, jobs=2)
-    assert not spare_core(3) and not spare_core(1, jobs=3) and not spare_core(2, jobs=2)
+    assert room_for_helper(1) and room_for_helper(2) and room_for_helper(1, jobs=2)
+    assert not room_for_helper(3) and not room_for_helper(1, jobs=3)
+    assert not room_for_helper(2, jobs=2)
 
 
 class ReplayedStep:
