@@ -28,7 +28,9 @@ from noisefa.engine.contract.bodies import parse_job
 from noisefa.engine.contract.experiment_spec import expand_experiment
 from noisefa.engine.contract.presets import comparison_body
 from noisefa.engine.datasets import load_dataset
+from noisefa.engine.process_choices import apply_settings
 from noisefa.engine.run import run_job, run_jobs
+from noisefa.service.settings import get_settings
 
 
 def metrics(folder: Path) -> list[dict]:
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    apply_settings(get_settings())  # NOISEFA_CUDA_GRAPHS, NOISEFA_PREFETCH_BATCHES
     body = comparison_body(
         seeds=3, epochs=args.epochs, pretrain_samples=args.noise_samples, device=args.device
     )

@@ -37,7 +37,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from noisefa.engine.contract.spec import parse_spec
 from noisefa.engine.conv_layers import FeedbackConv2dFunction
+from noisefa.engine.process_choices import apply_settings
 from noisefa.engine.run import run_job, run_jobs
+from noisefa.service.settings import get_settings
 from noisefa.testing.fashion import fashion_split
 from noisefa.testing.reference_fa import RefFALinear
 
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    apply_settings(get_settings())  # NOISEFA_CUDA_GRAPHS, NOISEFA_PREFETCH_BATCHES
     x, y = fashion_subset(args.samples)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -19,11 +19,12 @@ Beside them, the machine's matmul peak for the same work: each of those five sha
 64) timed alone in a tight loop with the same threads; their flops over their summed times
 is the rate a step made only of those matmuls would reach, so the distance of both sides to
 that limit is visible.
-The engine makes each CPU step's batch one step ahead on a helper thread where the process
-has twice ``--threads`` in cores (``--prefetch on|off`` to force it either way); the header
-says which, since it then uses a second core.
-Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]
-[--prefetch auto|on|off]``.
+The engine follows the settings in the environment: it makes each CPU step's batch one step
+ahead on a helper thread where the process has twice ``--threads`` in cores
+(``NOISEFA_PREFETCH_BATCHES=true|false`` forces it either way; the header says which, since
+it then uses a second core), and captures a CUDA step in a graph unless
+``NOISEFA_CUDA_GRAPHS=0``.
+Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from noisefa.engine.callbacks import RunCallbacks
 from noisefa.engine.contract.spec import parse_spec
-from noisefa.engine.prefetch import prefetch_enabled, set_prefetch
+from noisefa.engine.prefetch import prefetch_enabled
+from noisefa.engine.process_choices import CHOICES, apply_settings
 from noisefa.engine.run import run_job
+from noisefa.service.settings import get_settings
 from noisefa.testing.reference_fa import RefFALinear
-
-PREFETCH = {"auto": None, "on": True, "off": False}  # --prefetch: set_prefetch's choices
 
 FEATURES, CLASSES, HIDDEN, BATCH = 784, 10, 100, 64
 
@@ -191,16 +192,9 @@ def main() -> None:
         default=1,
         help="torch.set_num_threads (default 1: steady numbers on a shared machine).",
     )
-    parser.add_argument(
-        "--prefetch",
-        choices=PREFETCH,
-        default="auto",
-        help="The engine's batches made ahead on a helper thread (default auto: where the "
-        "process has twice --threads in cores).",
-    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    set_prefetch(PREFETCH[args.prefetch])
+    apply_settings(get_settings())
     samples = 10_000 if args.quick else 60_000
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(samples, FEATURES, generator=generator)
@@ -214,6 +208,7 @@ def main() -> None:
     ahead = prefetch_enabled(torch.device(args.device))
     print(
         f"device={name} threads={torch.get_num_threads()} batches made ahead={ahead} "
+        f"CUDA graphs={CHOICES.cuda_graphs} "
         f"samples={samples} model={FEATURES}-{HIDDEN}-{CLASSES} batch={BATCH} "
         f"best of {args.epochs} epochs"
     )

@@ -26,7 +26,9 @@ import torch
 
 from noisefa.engine.contract.errors import TrainingDiverged
 from noisefa.engine.contract.spec import parse_spec
+from noisefa.engine.process_choices import apply_settings
 from noisefa.engine.run import run_job
+from noisefa.service.settings import get_settings
 from noisefa.testing.fashion import fashion_split
 
 RULES = ("bp", "fa", "dfa", "usf", "kp")
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    apply_settings(get_settings())  # NOISEFA_CUDA_GRAPHS, NOISEFA_PREFETCH_BATCHES
     print(f"| rule | {' | '.join(OPTIMIZERS)} | train loss (Adam) | angle/5 (SGD) |")
     print(f"| --- | {' | '.join('---' for _ in OPTIMIZERS)} | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:

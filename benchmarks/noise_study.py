@@ -241,7 +241,11 @@ def main() -> None:
     os.environ.setdefault("NOISEFA_TORCH_THREADS", "1")
     import torch
 
+    from noisefa.engine.process_choices import apply_settings
+    from noisefa.service.settings import get_settings
+
     torch.set_num_threads(int(os.environ["NOISEFA_TORCH_THREADS"]))
+    apply_settings(get_settings())  # NOISEFA_CUDA_GRAPHS, NOISEFA_PREFETCH_BATCHES
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     data_dir, npz = prepare_data(args.work)
     sections = []

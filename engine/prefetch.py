@@ -6,9 +6,9 @@ not the transform), and a gather of 64 random rows of the data ~90 µs, against 
 forward, backward and Adam. Torch's kernels release the GIL, so a helper thread can make
 step t+1's batch while the main thread computes step t. That takes cores of its own, so it
 is on only where the process has room for it beside its torch threads
-(:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says (the worker and
-``noisefa run`` apply it with :func:`set_prefetch`; ``noisefa worker`` turns it off where
-its concurrent jobs leave no room). Never on CUDA, where the step, batch included, is one
+(:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says
+(:mod:`.process_choices`; ``noisefa worker`` turns it off where its concurrent jobs leave
+no room). Never on CUDA, where the step, batch included, is one
 captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
@@ -29,14 +29,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from .batches import Batch, DataBatches, NoiseBatches
+from .process_choices import CHOICES
 
 Source = DataBatches | NoiseBatches
-
-
-class _Choice:
-    """The process's choice: ``True`` always, ``False`` never, ``None`` where there is room."""
-
-    enabled: bool | None = None
 
 
 def usable_cores() -> int:
@@ -54,18 +49,13 @@ def room_for_helper(threads: int, jobs: int = 1) -> bool:
     return 2 * threads * jobs <= usable_cores()
 
 
-def set_prefetch(enabled: bool | None) -> None:
-    """Make CPU batches ahead always (``True``), never (``False``) or where there is room
-    beside this process's torch threads (``None``, the default): a process-wide choice, as
-    ``torch.set_num_threads`` is, made once from ``Settings.prefetch_batches``."""
-    _Choice.enabled = enabled
-
-
 def prefetch_enabled(device: torch.device) -> bool:
-    """Whether a phase on ``device`` makes its batches ahead (:func:`set_prefetch`)."""
-    if device.type != "cpu" or _Choice.enabled is False:
+    """Whether a phase on ``device`` makes its batches ahead: on the CPU, always, never, or
+    where there is room beside this process's torch threads, as the process's
+    ``prefetch_batches`` choice says."""
+    if device.type != "cpu" or CHOICES.prefetch_batches is False:
         return False
-    return _Choice.enabled or room_for_helper(torch.get_num_threads())
+    return CHOICES.prefetch_batches or room_for_helper(torch.get_num_threads())
 
 
 class StepBatches:

@@ -15,10 +15,11 @@ capture fail falls back to eager for the rest of the phase, with a warning in th
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import torch
+
+from .process_choices import CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,8 @@ class CudaGraphStep:
 def make_step_runner(
     step: Step, device: torch.device, generators: Sequence[torch.Generator] = ()
 ) -> EagerStep | CudaGraphStep:
-    """A CUDA-graph runner on CUDA (unless ``NOISEFA_CUDA_GRAPHS=0``), else eager."""
-    if device.type == "cuda" and cuda_graphs_enabled():
+    """A CUDA-graph runner on CUDA (unless the process's ``cuda_graphs`` choice is off:
+    :mod:`.process_choices`), else eager."""
+    if device.type == "cuda" and CHOICES.cuda_graphs:
         return CudaGraphStep(step, generators)
     return EagerStep(step)
-
-
-def cuda_graphs_enabled() -> bool:
-    """Graph capture is on unless the environment says ``NOISEFA_CUDA_GRAPHS=0`` (a
-    benchmark's on/off comparison, or a way round a driver problem)."""
-    return os.environ.get("NOISEFA_CUDA_GRAPHS", "1") != "0"

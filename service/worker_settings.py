@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 
 class WorkerSettings(BaseModel):
-    """Threads per job, batches made ahead, and pack sizes."""
+    """Threads per job, how its steps run (CUDA graphs, batches made ahead), pack sizes."""
 
     torch_threads: int | None = Field(
         None,
@@ -23,6 +23,12 @@ class WorkerSettings(BaseModel):
         description="CPU threads each job of a worker trains with; default: the machine's "
         "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
         "the node.",
+    )
+    cuda_graphs: bool = Field(
+        True,
+        description="Capture each CUDA training step (batch, forward, feedback backward, "
+        "optimizer) in a CUDA graph and replay it; `false`: eager steps (an on/off "
+        "comparison, or a way round a driver problem).",
     )
     prefetch_batches: bool | None = Field(
         None,

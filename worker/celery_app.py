@@ -44,11 +44,11 @@ app.conf.update(
 
 @worker_init.connect  # the solo pool trains in the worker process itself
 @worker_process_init.connect
-def apply_cpu_settings(**_: object) -> None:
+def apply_engine_settings(**_: object) -> None:
     """Train with this job process's share of the CPU (``Settings.torch_threads``, which
-    ``noisefa worker`` sets from the cores and the concurrency when it is unset) and make
-    batches ahead as ``Settings.prefetch_batches`` says (which it turns off where the cores
-    leave no room for a helper).
+    ``noisefa worker`` sets from the cores and the concurrency when it is unset) and run its
+    steps as ``Settings.cuda_graphs`` and ``Settings.prefetch_batches`` say (the worker turns
+    the latter off where the cores leave no room for a helper).
 
     Celery imports the task modules in the parent before the pool forks, so children
     inherit torch and the engine; what else a parent preloads is
@@ -56,12 +56,12 @@ def apply_cpu_settings(**_: object) -> None:
     """
     import torch
 
-    from noisefa.engine.prefetch import set_prefetch
+    from noisefa.engine.process_choices import apply_settings
 
     settings = get_settings()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    set_prefetch(settings.prefetch_batches)
+    apply_settings(settings)
 
 
 registration = WorkerRegistration(settings)

@@ -76,7 +76,7 @@ def compare_command(args: argparse.Namespace) -> int:
     from noisefa.engine.contract.errors import EngineError
     from noisefa.engine.contract.presets import comparison_body
     from noisefa.engine.experiment import run_experiment
-    from noisefa.engine.prefetch import set_prefetch
+    from noisefa.engine.process_choices import apply_settings
     from noisefa.engine.report_format import format_table_text
 
     from .run import format_validation_error
@@ -94,7 +94,7 @@ def compare_command(args: argparse.Namespace) -> int:
         device=args.device,
     )
     settings = load_settings()
-    set_prefetch(settings.prefetch_batches)
+    apply_settings(settings)
     limits = settings.limits
     try:
         spec = parse_job(body, limits)

@@ -134,7 +134,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Validate the spec, run the job, print where the results are."""
     from noisefa.engine.contract.errors import EngineError, RunStopped
     from noisefa.engine.contract.spec import parse_spec
-    from noisefa.engine.prefetch import set_prefetch
+    from noisefa.engine.process_choices import apply_settings
     from noisefa.engine.run import run_job
 
     from .settings import load_settings
@@ -143,7 +143,7 @@ def run_command(args: argparse.Namespace) -> int:
     spec = load_body(args.spec, parse_spec, settings.limits, "spec")
     if spec is None:
         return EXIT_USAGE
-    set_prefetch(settings.prefetch_batches)
+    apply_settings(settings)
 
     callbacks = ProgressBarCallbacks(enabled=not args.no_progress)
     previous = signal.signal(signal.SIGINT, lambda *_: callbacks.request_stop())

@@ -101,13 +101,15 @@ def test_each_job_gets_its_share_of_cores_and_a_helper_thread_only_from_spare_on
 def test_a_job_process_makes_batches_ahead_as_its_settings_say(monkeypatch, setting, ahead):
     import torch
 
-    from noisefa.engine.prefetch import prefetch_enabled, set_prefetch
-    from noisefa.worker.celery_app import apply_cpu_settings
+    from noisefa.engine.prefetch import prefetch_enabled
+    from noisefa.engine.process_choices import CHOICES
+    from noisefa.worker.celery_app import apply_engine_settings
 
+    for name in ("prefetch_batches", "cuda_graphs"):  # put back after the test
+        monkeypatch.setattr(CHOICES, name, getattr(CHOICES, name))
     monkeypatch.setenv("NOISEFA_TORCH_THREADS", "1")
     monkeypatch.setenv("NOISEFA_PREFETCH_BATCHES", setting)
-    try:
-        apply_cpu_settings()
-        assert prefetch_enabled(torch.device("cpu")) is ahead
-    finally:
-        set_prefetch(None)
+    monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "0")
+    apply_engine_settings()
+    assert prefetch_enabled(torch.device("cpu")) is ahead
+    assert CHOICES.cuda_graphs is False

@@ -10,7 +10,8 @@ from noisefa.engine.batches import DataBatches, NoiseBatches
 from noisefa.engine.contract.errors import RunStopped
 from noisefa.engine.contract.spec import NoiseSpec
 from noisefa.engine.noise import NoiseSource
-from noisefa.engine.prefetch import StepBatches, prefetch_enabled, room_for_helper, set_prefetch
+from noisefa.engine.prefetch import StepBatches, prefetch_enabled, room_for_helper
+from noisefa.engine.process_choices import CHOICES
 from noisefa.engine.run import run_jobs
 
 from .test_stack import StopAt, mixed_specs, points
@@ -134,10 +135,9 @@ def test_settling_puts_the_data_offset_back():
 
 
 @pytest.fixture
-def prefetch_choice():
-    """``set_prefetch``, put back to its default (``None``) after the test."""
-    yield set_prefetch
-    set_prefetch(None)
+def prefetch_choice(monkeypatch):
+    """Sets the process's ``prefetch_batches`` choice, put back after the test."""
+    return lambda choice: monkeypatch.setattr(CHOICES, "prefetch_batches", choice)
 
 
 def test_a_stack_trains_and_resumes_the_same_with_and_without_batches_made_ahead(

@@ -11,6 +11,7 @@ import torch
 from noisefa.engine.contract.errors import RunStopped
 from noisefa.engine.feedback_rules import FEEDBACK_RULES
 from noisefa.engine.model import build_model
+from noisefa.engine.process_choices import CHOICES
 from noisefa.engine.run import run_job, run_jobs
 from noisefa.engine.stacked_rules import StackedFeedback
 from noisefa.engine.stacking import stack_models
@@ -103,9 +104,9 @@ def test_a_conv_brsf_step_is_captured_and_trains_as_the_eager_step(
 ):
     model = {**SHAPES["conv"], "rule": "brsf"}
     spec = small_spec(model=model, pretrain=None, train={"epochs": 1}, device="cuda")
-    monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "0")
+    monkeypatch.setattr(CHOICES, "cuda_graphs", False)
     run_job(spec, tmp_path / "eager")
-    monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "1")
+    monkeypatch.setattr(CHOICES, "cuda_graphs", True)
     with caplog.at_level(logging.INFO, logger="noisefa.engine.step_runner"):
         run_job(spec, tmp_path / "graph")
     assert "captured the training step in a CUDA graph" in caplog.text

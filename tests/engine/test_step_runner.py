@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from noisefa.engine.process_choices import CHOICES
 from noisefa.engine.run import run_job
 from noisefa.engine.step_runner import CudaGraphStep, EagerStep, make_step_runner
 
@@ -20,12 +21,21 @@ def test_the_cpu_gets_the_eager_runner_and_it_runs_every_step():
     assert len(calls) == 5
 
 
+def test_a_cuda_step_is_captured_unless_the_process_chose_eager_steps(monkeypatch):
+    """Which runner a CUDA phase gets (building one touches no GPU)."""
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(CHOICES, "cuda_graphs", True)
+    assert isinstance(make_step_runner(lambda: None, cuda), CudaGraphStep)
+    monkeypatch.setattr(CHOICES, "cuda_graphs", False)
+    assert isinstance(make_step_runner(lambda: None, cuda), EagerStep)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph capture needs a GPU")
 def test_a_captured_step_trains_as_the_eager_step_does(tmp_path, small_spec, monkeypatch):
     spec = small_spec(device="cuda")
-    monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "0")
+    monkeypatch.setattr(CHOICES, "cuda_graphs", False)
     run_job(spec, tmp_path / "eager")
-    monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "1")
+    monkeypatch.setattr(CHOICES, "cuda_graphs", True)
     run_job(spec, tmp_path / "graph")
     eager = [json.loads(x) for x in (tmp_path / "eager" / "metrics.jsonl").read_text().splitlines()]
     graph = [json.loads(x) for x in (tmp_path / "graph" / "metrics.jsonl").read_text().splitlines()]
