@@ -56,7 +56,8 @@ class Settings(BaseSettings, Limits, UploadLimits, WorkerSettings):
     The job limits (``max_width``, ``max_depth``, ...) are inherited from :class:`Limits`,
     so each is written once and still read from ``NOISEFA_MAX_WIDTH`` and so on; the request
     body, upload and storage limits likewise from :class:`~.upload_limits.UploadLimits`, and
-    how a worker trains (threads, packs) from :class:`~.worker_settings.WorkerSettings`.
+    how a worker trains (threads, CUDA graphs, batches made ahead, packs) from
+    :class:`~.worker_settings.WorkerSettings`.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")

@@ -1,6 +1,6 @@
-"""How a worker trains: the CPU threads of each job (and whether a helper thread makes its
-batches ahead), and which runs it trains together as one pack (:mod:`.packs`): how many,
-and how long a standalone run waits for others to join.
+"""How a worker trains: the CPU threads of each job, how its steps run (captured in CUDA
+graphs; batches made ahead on a helper thread), and which runs it trains together as one
+pack (:mod:`.packs`): how many, and how long a standalone run waits for others to join.
 
 A group of :class:`~.settings.Settings` fields kept in a module of its own (``Settings``
 inherits them, so each is still read from ``NOISEFA_<NAME>``).

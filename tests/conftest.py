@@ -1,15 +1,36 @@
 """Fixtures shared by more than one suite: a running service in both deployment modes, for
 the client tests and the CLI verb tests; one torch thread for a test that compares with a
-worker's numbers."""
+worker's numbers; the engine's process-wide choices as the environment sets them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from noisefa.engine.process_choices import CHOICES, apply_settings
+from noisefa.service.settings import get_settings
 from noisefa.testing.deployments import DEPLOYMENT_MODES, Service, running_service
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _engine_choices_from_the_environment() -> None:
+    """The tests that train in this process follow ``NOISEFA_CUDA_GRAPHS`` and
+    ``NOISEFA_PREFETCH_BATCHES`` as ``noisefa run`` does (e.g. graphs off on a GPU whose
+    driver cannot capture)."""
+    apply_settings(get_settings())
+
+
+@pytest.fixture(autouse=True)
+def _engine_choices_put_back() -> Iterator[None]:
+    """A test that changes the engine's choices (a CLI verb run in this process applies the
+    settings) leaves them as it found them for the next."""
+    saved = dataclasses.replace(CHOICES)
+    yield
+    for field in dataclasses.fields(CHOICES):
+        setattr(CHOICES, field.name, getattr(saved, field.name))
 
 
 @pytest.fixture(scope="module", params=DEPLOYMENT_MODES)

@@ -105,7 +105,10 @@ def test_a_conv_brsf_step_is_captured_and_trains_as_the_eager_step(
     model = {**SHAPES["conv"], "rule": "brsf"}
     spec = small_spec(model=model, pretrain=None, train={"epochs": 1}, device="cuda")
     monkeypatch.setattr(CHOICES, "cuda_graphs", False)
-    run_job(spec, tmp_path / "eager")
+    with caplog.at_level(logging.INFO, logger="noisefa.engine.step_runner"):
+        run_job(spec, tmp_path / "eager")
+    assert "captured the training step" not in caplog.text
+    caplog.clear()
     monkeypatch.setattr(CHOICES, "cuda_graphs", True)
     with caplog.at_level(logging.INFO, logger="noisefa.engine.step_runner"):
         run_job(spec, tmp_path / "graph")
