@@ -1,15 +1,14 @@
 """A phase's batches step by step through an epoch, each made ahead on a helper thread (CPU).
 
 On one CPU core a step is its batch and then its arithmetic. The batch is no small part:
-64 × 784 normals from a run's CPU generator take ~300 µs (most of it the Mersenne Twister,
-not the transform), and a gather of 64 random rows of the data ~90 µs, against ~300 µs of
-forward, backward and Adam. Torch's kernels release the GIL, so a helper thread can make
-step t+1's batch while the main thread computes step t. That takes cores of its own, so it
-is on only where the process has room for it beside its torch threads
-(:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says
+64 × 784 normals from a run's CPU generator take ~200–450 µs on the dev boxes (most of it
+the Mersenne Twister, not the transform), and a gather of 64 random rows of the data
+~60–90 µs, against ~300–450 µs of forward, backward and Adam. Torch's kernels release the
+GIL, so a helper thread can make step t+1's batch while the main thread computes step t.
+That takes cores of its own, so it is on only where the process has room for it beside its
+torch threads (:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says
 (:mod:`.process_choices`; ``noisefa worker`` turns it off where its concurrent jobs leave
-no room). Never on CUDA, where the step, batch included, is one
-captured graph.
+no room). Never on CUDA, where the step, batch included, is one captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
 the same order, and never reaches past the epoch's last step (the next epoch draws a new

@@ -73,7 +73,8 @@ def share_cpu(settings: Settings, concurrency: int) -> None:
 
     Each gets ``Settings.threads_per_job`` threads (torch's default, one thread per core in
     every job, oversubscribes and spins), and batches are not made ahead on a helper thread
-    (``Settings.prefetch_batches``) unless a core is left over: a job alone sees only its own
+    (``Settings.prefetch_batches``) unless the cores leave room for every job's helper
+    (:func:`~noisefa.engine.prefetch.room_for_helper`): a job alone sees only its own
     threads, not its neighbours'.
     """
     from noisefa.engine.prefetch import room_for_helper
