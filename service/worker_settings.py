@@ -8,8 +8,6 @@ inherits them, so each is still read from ``NOISEFA_<NAME>``).
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, Field
 
 
@@ -20,9 +18,9 @@ class WorkerSettings(BaseModel):
         None,
         ge=1,
         le=1024,
-        description="CPU threads each job of a worker trains with; default: the machine's "
-        "cores divided by the worker's concurrency, so concurrent jobs never oversubscribe "
-        "the node.",
+        description="CPU threads each job of a worker trains with; default: the cores the "
+        "worker may run on (its CPU affinity, e.g. a container's cpuset) divided by its "
+        "concurrency, so concurrent jobs never oversubscribe the node.",
     )
     cuda_graphs: bool = Field(
         True,
@@ -63,8 +61,9 @@ class WorkerSettings(BaseModel):
         "process (its packer loop). 0 (default): every standalone job is sent at once.",
     )
 
-    def threads_per_job(self, concurrency: int) -> int:
-        """``torch_threads``, else the cores shared out among ``concurrency`` jobs."""
+    def threads_per_job(self, concurrency: int, cores: int) -> int:
+        """``torch_threads``, else the worker's ``cores`` shared out among ``concurrency``
+        jobs."""
         if self.torch_threads is not None:
             return self.torch_threads
-        return max(1, (os.cpu_count() or 1) // concurrency)
+        return max(1, cores // concurrency)

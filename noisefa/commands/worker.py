@@ -71,16 +71,17 @@ def share_cpu(settings: Settings, concurrency: int) -> None:
     """Give each of ``concurrency`` jobs its share of the CPU, in the environment the job
     processes read their settings from (worker/celery_app.py applies them there).
 
-    Each gets ``Settings.threads_per_job`` threads (torch's default, one thread per core in
-    every job, oversubscribes and spins), and batches are not made ahead on a helper thread
-    (``Settings.prefetch_batches``) unless the cores leave room for every job's helper
+    Each gets ``Settings.threads_per_job`` threads of the cores this process may run on
+    (torch's default, one thread per core in every job, oversubscribes and spins), and
+    batches are not made ahead on a helper thread (``Settings.prefetch_batches``) unless the
+    cores leave room for every job's helper
     (:func:`~noisefa.engine.prefetch.room_for_helper`): a job alone sees only its own
     threads, not its neighbours'.
     """
-    from noisefa.engine.prefetch import room_for_helper
+    from noisefa.engine.prefetch import room_for_helper, usable_cores
     from noisefa.service.settings import env_var
 
-    threads = settings.threads_per_job(concurrency)
+    threads = settings.threads_per_job(concurrency, usable_cores())
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ[env_var("torch_threads")] = str(threads)
     if not room_for_helper(threads, concurrency):

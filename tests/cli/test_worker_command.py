@@ -89,7 +89,7 @@ def test_each_job_gets_its_share_of_cores_and_a_helper_thread_only_from_spare_on
         monkeypatch.delenv(name, raising=False)
     if setting is not None:
         monkeypatch.setenv("NOISEFA_TORCH_THREADS", setting)
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    # The cores this process may run on (its affinity), whatever the machine's count.
     monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: cores)
     share_cpu(Settings(), concurrency)
     job = Settings()  # what a job process reads back
