@@ -105,8 +105,6 @@ def test_a_job_process_makes_batches_ahead_as_its_settings_say(monkeypatch, sett
     from noisefa.engine.process_choices import CHOICES
     from noisefa.worker.celery_app import apply_engine_settings
 
-    for name in ("prefetch_batches", "cuda_graphs"):  # put back after the test
-        monkeypatch.setattr(CHOICES, name, getattr(CHOICES, name))
     monkeypatch.setenv("NOISEFA_TORCH_THREADS", "1")
     monkeypatch.setenv("NOISEFA_PREFETCH_BATCHES", setting)
     monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "0")
