@@ -19,10 +19,16 @@ Beside them, the machine's matmul peak for the same work: each of those five sha
 64) timed alone in a tight loop with the same threads; their flops over their summed times
 is the rate a step made only of those matmuls would reach, so the distance of both sides to
 that limit is visible.
-The engine follows the settings in the environment: it makes each CPU step's batch one step
-ahead on a helper thread where the process has twice ``--threads`` in cores
-(``NOISEFA_PREFETCH_BATCHES=true|false`` forces it either way; the header says which, since
-it then uses a second core), and captures a CUDA step in a graph unless
+Below the limit sits the **per-op floor**: the engine's epoch of the same number of steps on
+a 4-4-10 problem (same batch, classes, rule and optimizer), whose ops do almost no
+arithmetic, so it is what the step's ~35 ops cost to dispatch. An epoch cannot be much
+faster than the floor plus the limit; what is left above both is memory-bound work (Adam's
+pass over the parameters and moments, the batch gather, the softmax).
+The engine follows the settings in the environment: it makes a CPU step's batch one step
+ahead on a helper thread only where that is worth its cost and there is room
+(``engine/prefetch.py``; one run's 64-row gather is not worth it, so by default not here;
+``NOISEFA_PREFETCH_BATCHES=true|false`` forces it either way, the header says which, and
+then it uses a second core), and captures a CUDA step in a graph unless
 ``NOISEFA_CUDA_GRAPHS=0``.
 Usage: ``python benchmarks/bench_engine.py [--quick] [--device cpu|cuda] [--threads N]``.
 """
@@ -49,6 +55,7 @@ from noisefa.service.settings import get_settings
 from noisefa.testing.reference_fa import RefFALinear
 
 FEATURES, CLASSES, HIDDEN, BATCH = 784, 10, 100, 64
+FLOOR_SIZE = 4  # features and hidden units of the per-op floor's problem
 
 
 def sync(device: str) -> None:
@@ -99,9 +106,9 @@ class EpochTimer(RunCallbacks):
 
 
 def engine_epochs(
-    x: torch.Tensor, y: torch.Tensor, device: str, epochs: int, folder: Path
+    x: torch.Tensor, y: torch.Tensor, device: str, epochs: int, folder: Path, hidden: int = HIDDEN
 ) -> EpochTimer:
-    """Per-epoch times of ``run_job`` on the same data."""
+    """Per-epoch times of ``run_job`` on the same data (an MLP of one ``hidden`` layer)."""
     path = folder / "bench.npz"
     np.savez(
         path,
@@ -113,7 +120,7 @@ def engine_epochs(
     spec = parse_spec(
         {
             "kind": "train",
-            "model": {"hidden": [HIDDEN], "rule": "fa"},
+            "model": {"hidden": [hidden], "rule": "fa"},
             "train": {"dataset": f"npz:{path}", "epochs": epochs, "batch_size": BATCH},
             "checkpoint_every": epochs,
             "metrics": {"eval_batch_size": 10_000},
@@ -202,10 +209,13 @@ def main() -> None:
     flop = step_flop() * samples / BATCH  # an epoch's matmul flops (linear in the batch)
     with tempfile.TemporaryDirectory() as tmp:
         timer = engine_epochs(x, y, args.device, args.epochs, Path(tmp))
+        tiny = x[:, :FLOOR_SIZE].contiguous()
+        (floor_folder := Path(tmp) / "floor").mkdir()
+        floor_timer = engine_epochs(tiny, y, args.device, args.epochs, floor_folder, FLOOR_SIZE)
     reference = min(reference_epochs(x, y, args.device, args.epochs))
-    engine, engine_whole = min(timer.steps), min(timer.whole)
+    engine, engine_whole, floor = min(timer.steps), min(timer.whole), min(floor_timer.steps)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    ahead = prefetch_enabled(torch.device(args.device))
+    ahead = prefetch_enabled(torch.device(args.device), noise=False, elements=BATCH * FEATURES)
     print(
         f"device={name} threads={torch.get_num_threads()} batches made ahead={ahead} "
         f"CUDA graphs={CHOICES.cuda_graphs} "
@@ -219,6 +229,12 @@ def main() -> None:
     print(f"matmul peak:     {limit:8.3f} s  {peak:7.2f} GFLOP/s (the same shapes, alone)")
     print("  " + ", ".join(f"{name} {rate:.1f}" for name, rate in rates))
     print(f"share of peak: reference {limit / reference:.0%}, engine {limit / engine:.0%}")
+    steps = -(-samples // BATCH)
+    print(
+        f"per-op floor:    {floor:8.3f} s  ({floor / steps * 1e6:.0f} us a step at "
+        f"{FLOOR_SIZE}-{FLOOR_SIZE}-{CLASSES}); engine epoch - floor - limit: "
+        f"{engine - floor - limit:.3f} s"
+    )
     print(f"engine epoch with end-of-epoch metrics: {engine_whole:8.3f} s")
     print(f"speed-up: {reference / engine:.2f}x")
 

@@ -1,14 +1,22 @@
 """A phase's batches step by step through an epoch, each made ahead on a helper thread (CPU).
 
-On one CPU core a step is its batch and then its arithmetic. The batch is no small part:
+On one CPU core a step is its batch and then its arithmetic. The batch can be no small part:
 64 × 784 normals from a run's CPU generator take ~200–450 µs on the dev boxes (most of it
-the Mersenne Twister, not the transform), and a gather of 64 random rows of the data
-~60–90 µs, against ~300–450 µs of forward, backward and Adam. Torch's kernels release the
-GIL, so a helper thread can make step t+1's batch while the main thread computes step t.
-That takes cores of its own, so it is on only where the process has room for it beside its
-torch threads (:func:`room_for_helper`), or as ``Settings.prefetch_batches`` says
-(:mod:`.process_choices`; ``noisefa worker`` turns it off where its concurrent jobs leave
-no room). Never on CUDA, where the step, batch included, is one captured graph.
+the Mersenne Twister, not the transform), against ~300–450 µs of forward, backward and
+Adam. Torch's kernels release the GIL, so a helper thread can make step t+1's batch while
+the main thread computes step t.
+
+The helper is not free, though: each of its ops takes the GIL back, which the main thread
+needs after each of its own ~35 ops, so the two threads hand it back and forth. On the dev
+box (2-core AMD EPYC, one torch thread) that costs the main thread more than a small batch
+takes to make: a step of 64 × 64 noise (digits) went from ~265 to ~430 µs with the helper,
+one 64-row gather of 784 features lost 5–10 %, while 64 × 784 noise gained ~140 µs a step
+and a stack of 3 or 9 such gathers 5–10 %. So a phase makes its batches ahead only where
+making them costs the step more than the handoff would (:func:`worth_making_ahead`), the
+process has room for the helper beside its torch threads (:func:`room_for_helper`), or
+``Settings.prefetch_batches`` forces it either way (:mod:`.process_choices`; ``noisefa
+worker`` turns it off where its concurrent jobs leave no room). Never on CUDA, where the
+step, batch included, is one captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
 the same order, and never reaches past the epoch's last step (the next epoch draws a new
@@ -21,9 +29,10 @@ would have written.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from queue import SimpleQueue
 
 import torch
 
@@ -48,13 +57,78 @@ def room_for_helper(threads: int, jobs: int = 1) -> bool:
     return 2 * threads * jobs <= usable_cores()
 
 
-def prefetch_enabled(device: torch.device) -> bool:
-    """Whether a phase on ``device`` makes its batches ahead: on the CPU, always, never, or
-    where there is room beside this process's torch threads, as the process's
-    ``prefetch_batches`` choice says."""
+# What making a batch costs the main thread per element on the dev box (one thread): a
+# noise draw (64 × 784 normals, ~200 µs) or a gather of data rows (64 × 784, ~35 µs); and
+# the least of that worth a helper: below it, handing the GIL back and forth cost more.
+NOISE_NS_PER_ELEMENT = 4.0
+GATHER_NS_PER_ELEMENT = 0.7
+WORTH_AHEAD_US = 100.0
+
+
+def worth_making_ahead(*, noise: bool, elements: int) -> bool:
+    """Whether a step's batch of ``elements`` inputs (all its runs' together), noise or a
+    data gather, costs the step more to make than the helper's handoff would."""
+    per_element = NOISE_NS_PER_ELEMENT if noise else GATHER_NS_PER_ELEMENT
+    return elements * per_element / 1000 >= WORTH_AHEAD_US
+
+
+def prefetch_enabled(device: torch.device, *, noise: bool, elements: int) -> bool:
+    """Whether a phase on ``device`` makes its batches (noise or data, ``elements`` inputs a
+    step) ahead: on the CPU, always or never as the process's ``prefetch_batches`` choice
+    says, else where they are worth it and there is room beside its torch threads."""
     if device.type != "cpu" or CHOICES.prefetch_batches is False:
         return False
-    return CHOICES.prefetch_batches or room_for_helper(torch.get_num_threads())
+    if CHOICES.prefetch_batches:
+        return True
+    return worth_making_ahead(noise=noise, elements=elements) and room_for_helper(
+        torch.get_num_threads()
+    )
+
+
+class Helper:
+    """One thread that makes one batch at a time: a request in, its batch (or error) out.
+
+    Two C-implemented queues are all the handoff is, so the helper runs as few lines of
+    Python as it can: each holds the GIL the main thread needs back after its ops. Against a
+    ``ThreadPoolExecutor`` (a future, a work item and a condition per batch), 5 alternations
+    on the dev box gave noise epochs of 0.642 against 0.663 s and data epochs (batches made
+    ahead) of 0.601 against 0.655 s, medians: a little better, within that VM's spread.
+    """
+
+    def __init__(self) -> None:
+        self.requests: SimpleQueue[tuple[Callable[[int], Batch], int] | None] = SimpleQueue()
+        self.results: SimpleQueue[Batch | BaseException] = SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="noisefa-prefetch", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        requests, results = self.requests, self.results
+        while (request := requests.get()) is not None:
+            make, size = request
+            try:
+                results.put(make(size))
+            except BaseException as exc:  # noqa: BLE001 - handed to the step that needs it
+                results.put(exc)
+
+    def request(self, make: Callable[[int], Batch], size: int) -> None:
+        """Start making ``make(size)``; :meth:`collect` returns it."""
+        self.requests.put((make, size))
+
+    def collect(self) -> Batch:
+        """The batch requested last (waits for it); raises what making it raised."""
+        made = self.results.get()
+        if isinstance(made, BaseException):
+            raise made
+        return made
+
+    def discard(self) -> None:
+        """Wait for the batch requested last and drop it, made or failed."""
+        self.results.get()
+
+    def stop(self) -> None:
+        """End the thread (nothing may be pending) and wait for it."""
+        self.requests.put(None)
+        self.thread.join()
 
 
 class StepBatches:
@@ -69,9 +143,9 @@ class StepBatches:
 
     def __init__(self, source: Source, *, prefetch: bool):
         self.source = source
-        self.pool = ThreadPoolExecutor(1, "noisefa-prefetch") if prefetch else None
+        self.helper = Helper() if prefetch else None
         self.upcoming: deque[int] = deque()
-        self.pending: tuple[object, Future[Batch]] | None = None  # state before, the batch
+        self.pending: object | None = None  # the source's state before the batch made ahead
 
     @property
     def generators(self) -> list[torch.Generator]:
@@ -82,24 +156,24 @@ class StepBatches:
         """Start the epoch ``skip`` samples in; ``sizes``: its steps' batch sizes from there."""
         self.settle()
         self.source.start_epoch(skip)
-        if self.pool is not None:
+        if self.helper is not None:
             self.upcoming = deque(sizes)
 
     def next(self, size: int) -> Batch:
         """This step's batch (x (R, B, *in), labels (R, B), target); then start the next."""
-        if self.pool is None:
+        helper = self.helper
+        if helper is None:
             return self.source.next(size)
         expected = self.upcoming.popleft()
         assert size == expected, f"step of {size} samples where the epoch plans {expected}"
         if self.pending is None:
             batch = self.source.next(size)
         else:
-            _, made = self.pending
             self.pending = None  # made or failed, it is no longer ahead
-            batch = made.result()
+            batch = helper.collect()
         if self.upcoming:
-            state = self.source.state()
-            self.pending = (state, self.pool.submit(self.source.next, self.upcoming[0]))
+            self.pending = self.source.state()
+            helper.request(self.source.next, self.upcoming[0])
         return batch
 
     def settle(self) -> None:
@@ -108,10 +182,9 @@ class StepBatches:
         The batch is thrown away made or failed: if making it failed, making it again in the
         step fails the same way, and a phase that has failed already keeps its own error.
         """
-        if self.pending is not None:
-            state, made = self.pending
-            self.pending = None
-            made.exception()  # waits for it
+        if self.pending is not None and self.helper is not None:
+            state, self.pending = self.pending, None
+            self.helper.discard()
             self.source.restore(state)
 
     def take(self, keep: Sequence[int]) -> StepBatches:
@@ -122,6 +195,6 @@ class StepBatches:
 
     def close(self) -> None:
         """Settle and stop the helper thread (the phase is over, or failed)."""
-        if self.pool is not None:
+        if self.helper is not None:
             self.settle()
-            self.pool.shutdown()
+            self.helper.stop()

@@ -156,7 +156,10 @@ class PhaseStack:
             frozen=self.model.frozen_views,
             run_views=self.model.run_views,
         )
-        prefetch = prefetch_enabled(self.device)
+        noise = plan.dataset is None
+        shape = self.phases[0].noise.input_shape if noise else plan.dataset.input_shape
+        elements = len(self.phases) * plan.batch_size * math.prod(shape)
+        prefetch = prefetch_enabled(self.device, noise=noise, elements=elements)
         if plan.dataset is not None:
             source: DataBatches | NoiseBatches = DataBatches(plan.dataset, self.orders)
         else:  # a batch drawn ahead needs buffers of its own

@@ -32,8 +32,10 @@ class WorkerSettings(BaseModel):
         None,
         description="Make each CPU training step's batch (its noise draw or data gather) "
         "one step ahead on a helper thread, beside the torch threads: `true`, `false`, or "
-        "unset: where the process has twice the job's torch threads in cores (`noisefa "
-        "worker` sets `false` where its concurrent jobs take every core). Never on CUDA.",
+        "unset: where making it costs a step more than handing it over would (64 × 784 "
+        "noise does, one run's 64-row gather does not) and the process has twice the job's "
+        "torch threads in cores (`noisefa worker` sets `false` where its concurrent jobs "
+        "take every core). Never on CUDA.",
     )
     pack_max_runs: int | None = Field(
         None,

@@ -109,5 +109,5 @@ def test_a_job_process_makes_batches_ahead_as_its_settings_say(monkeypatch, sett
     monkeypatch.setenv("NOISEFA_PREFETCH_BATCHES", setting)
     monkeypatch.setenv("NOISEFA_CUDA_GRAPHS", "0")
     apply_engine_settings()
-    assert prefetch_enabled(torch.device("cpu")) is ahead
+    assert prefetch_enabled(torch.device("cpu"), noise=False, elements=1) is ahead
     assert CHOICES.cuda_graphs is False

@@ -121,8 +121,7 @@ def test_closing_a_failed_phase_winds_back_and_stops_the_helper(source):
     assert batches.pending is None
     for a, b in zip(batches.source.generators, inline.generators, strict=True):
         assert torch.equal(a.get_state(), b.get_state())
-    with pytest.raises(RuntimeError, match="shutdown"):
-        batches.pool.submit(lambda: None)
+    assert not batches.helper.thread.is_alive()
 
 
 def test_settling_puts_the_data_offset_back():
@@ -147,8 +146,8 @@ def test_a_stack_trains_and_resumes_the_same_with_and_without_batches_made_ahead
     specs = mixed_specs(small_spec)
     seen = {}
     for ahead in (False, True):
-        prefetch_choice(ahead)
-        assert prefetch_enabled(torch.device("cpu")) == ahead
+        prefetch_choice(ahead)  # forced: these batches are far too small to be worth it
+        assert prefetch_enabled(torch.device("cpu"), noise=False, elements=1) == ahead
         out = [tmp_path / str(ahead) / str(i) for i in range(len(specs))]
         outcomes = run_jobs(specs, out, callbacks=[None, StopAt(40), None, StopAt(5)])
         assert [type(o) for o in outcomes] == [dict, RunStopped, dict, RunStopped]
@@ -158,22 +157,51 @@ def test_a_stack_trains_and_resumes_the_same_with_and_without_batches_made_ahead
     assert seen[True] == seen[False]
 
 
+MNIST_NOISE = 64 * 784  # a step's 64 × 784 normals: ~200 µs to draw, worth a helper
+
+
 def test_made_ahead_only_on_the_cpu_and_as_the_setting_says(prefetch_choice):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     prefetch_choice(True)
-    assert prefetch_enabled(cpu) and not prefetch_enabled(cuda)
+    assert prefetch_enabled(cpu, noise=True, elements=1)
+    assert not prefetch_enabled(cuda, noise=True, elements=MNIST_NOISE)
     prefetch_choice(False)
-    assert not prefetch_enabled(cpu)
+    assert not prefetch_enabled(cpu, noise=True, elements=MNIST_NOISE)
     prefetch_choice(None)
-    assert prefetch_enabled(cpu) == room_for_helper(torch.get_num_threads())
+    room = room_for_helper(torch.get_num_threads())
+    assert prefetch_enabled(cpu, noise=True, elements=MNIST_NOISE) == room
 
 
-def test_room_for_a_helper_only_where_each_job_has_twice_its_threads(monkeypatch):
-    """A helper's gather may be split among the job's threads: it needs as many again."""
-    monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
-    assert room_for_helper(1) and room_for_helper(2) and room_for_helper(1, jobs=2)
-    assert not room_for_helper(3) and not room_for_helper(1, jobs=3)
-    assert not room_for_helper(2, jobs=2)
+@pytest.mark.parametrize(
+    ("noise", "elements", "ahead"),
+    [
+        (True, MNIST_NOISE, True),
+        (True, 64 * 64, False),  # digits' noise: ~20 µs, less than the handoff costs
+        (False, 64 * 784, False),  # one run's gather: ~35 µs
+        (False, 3 * 64 * 784, True),  # a stack of 3 runs' gathers
+    ],
+)
+def test_unset_only_batches_that_cost_the_step_more_than_the_handoff_are_made_ahead(
+    prefetch_choice, monkeypatch, noise, elements, ahead
+):
+    prefetch_choice(None)
+    monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 64)  # room to spare
+    assert prefetch_enabled(torch.device("cpu"), noise=noise, elements=elements) is ahead
+
+
+def test_a_phase_weighs_the_batch_of_all_its_runs(tmp_path, small_spec, monkeypatch):
+    """The trainer asks with every run's inputs of a step: runs × batch × features (two
+    pretrained digits runs: 2 × 64 × 64, in their noise phase and in their data phase)."""
+    asked = []
+
+    def recording(device, *, noise, elements):
+        asked.append((noise, elements))
+        return prefetch_enabled(device, noise=noise, elements=elements)
+
+    monkeypatch.setattr("noisefa.engine.trainer.prefetch_enabled", recording)
+    specs = [small_spec(model={"seed": seed}) for seed in (2, 3)]
+    run_jobs(specs, [tmp_path / str(i) for i in range(len(specs))])
+    assert asked == [(True, 2 * 64 * 64), (False, 2 * 64 * 64)]
 
 
 class ReplayedStep:
