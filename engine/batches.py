@@ -3,9 +3,13 @@
 Both sources write into tensors that keep their place in memory from step to step (noise,
 where a batch is drawn ahead on the CPU, into two in turn: :mod:`.prefetch`), and
 neither reads anything back to the host, so a step that uses them can be captured in a CUDA
-graph: the dataset source's position in the epoch lives in a device tensor there (on the
-CPU a host counter slices the permutation, which is cheaper), and noise is drawn by each
-run's own device generator into its slice of a static buffer.
+graph: the dataset source's position in the epoch lives in a device tensor there, and
+noise is drawn by each run's own device generator into its slice of a static buffer.
+
+On the CPU a host counter slices the permutation instead, and the rows of up to
+:data:`CHUNK_STEPS` steps are gathered at once: a step of a small model is mostly the cost
+of its ~35 ops, and a gather is six of them (on the dev box the steps of a 4-4-10 model took
+~190 µs instead of ~230 µs, a 784-100-10 data epoch ~3 % less).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .datasets import Dataset
 from .noise import NoiseSource
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (R, B, *in), labels (R, B), target
+CHUNK_STEPS = 16  # steps of CPU batches gathered at once ...
+CHUNK_BYTES = 4 << 20  # ... while their inputs take at most this (at least one step)
 
 
 class DataBatches:
@@ -37,6 +43,9 @@ class DataBatches:
         self.offset = 0
         self.offset_t = torch.zeros((), dtype=torch.long, device=self.device)
         self.positions = torch.arange(size, device=self.device)
+        # CPU: the batches (x, labels) of the steps from sample ``chunk_start``, of one size
+        self.chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.chunk_start = self.chunk_size = 0
 
     @property
     def generators(self) -> list[torch.Generator]:
@@ -49,21 +58,46 @@ class DataBatches:
         self.perms.copy_(perms)  # (R, N)
         self.offset = skip
         self.offset_t.fill_(skip)
+        self.chunk = []  # gathered by the old order
 
     def next(self, size: int) -> Batch:
         """The next ``size`` samples of every run: x (R, B, *in), labels = target (R, B)."""
+        if not self.on_device:
+            x, labels = self._next_gathered(size)
+            self.offset += size
+            return x, labels, labels
         runs = len(self.orders)
-        if self.on_device:
-            where = (self.offset_t + self.positions[:size]).expand(runs, size)  # (R, B)
-            index = self.perms.gather(1, where)
-            self.offset_t.add_(size)
-        else:
-            index = self.perms[:, self.offset : self.offset + size]  # (R, B)
+        where = (self.offset_t + self.positions[:size]).expand(runs, size)  # (R, B)
+        index = self.perms.gather(1, where).reshape(-1)
+        self.offset_t.add_(size)
         self.offset += size
-        flat = index.reshape(-1)
-        x = self.dataset.x_train.index_select(0, flat).view(runs, size, *self.dataset.input_shape)
-        labels = self.dataset.y_train.index_select(0, flat).view(runs, size)
+        x = self.dataset.x_train.index_select(0, index).view(runs, size, *self.dataset.input_shape)
+        labels = self.dataset.y_train.index_select(0, index).view(runs, size)
         return x, labels, labels
+
+    def _next_gathered(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CPU batch at :attr:`offset`, from the chunk, gathering the next chunk first
+        where it does not hold it (a new epoch, a step of another size, a restored offset)."""
+        into, between = divmod(self.offset - self.chunk_start, size)
+        if size != self.chunk_size or between or not 0 <= into < len(self.chunk):
+            self._gather_chunk(size)
+            into = 0
+        return self.chunk[into]
+
+    def _gather_chunk(self, size: int) -> None:
+        """Gather the rows of up to :data:`CHUNK_STEPS` steps of ``size`` from
+        :attr:`offset`, never past the epoch's end, laid out step by step so that each
+        step's (R, B, *in) batch is a contiguous view."""
+        runs, data = len(self.orders), self.dataset
+        step_bytes = runs * size * data.x_train[0].numel() * data.x_train.element_size()
+        left = (self.perms.shape[1] - self.offset) // size
+        steps = max(1, min(CHUNK_STEPS, left, CHUNK_BYTES // step_bytes))
+        index = self.perms[:, self.offset : self.offset + steps * size]  # (R, K·B)
+        index = index.reshape(runs, steps, size).transpose(0, 1).reshape(-1)  # (K·R·B,)
+        x = data.x_train.index_select(0, index).view(steps, runs, size, *data.input_shape)
+        labels = data.y_train.index_select(0, index).view(steps, runs, size)
+        self.chunk = list(zip(x.unbind(), labels.unbind(), strict=True))
+        self.chunk_start, self.chunk_size = self.offset, size
 
     def state(self) -> int:
         """Where the epoch stands (for :meth:`restore`: a batch made ahead, undone)."""
