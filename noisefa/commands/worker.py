@@ -148,7 +148,7 @@ def preload_for_fresh_children() -> None:
     """Import what jobs import lazily, once, in the parent: with a fresh child per job each
     child would import it again, job after job (~1.5 s each), and forked children inherit
     it. Imports only: no tensor is made and CUDA is not touched, so forking stays safe."""
-    import scipy.stats  # noqa: F401  (an experiment's report: paired statistics)
+    import scipy.special  # noqa: F401  (an experiment's report: paired statistics)
     import torch._dynamo  # noqa: F401  (imported by torch.optim's first optimizer: meta-loss)
     import torchvision.transforms.v2  # noqa: F401  (shifted evaluation cells)
 

@@ -91,3 +91,20 @@ def test_identical_conditions_have_p_one():
     assert stats["mean_difference"] == 0.0 and stats["ci95"] == [0.0, 0.0]
     assert stats["p_t_test"] == 1.0 and stats["p_sign_flip"] == 1.0
     assert "every difference is 0" in stats["note"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9, 17])
+def test_the_t_interval_and_test_are_scipy_stats_own(n):
+    """The report takes Student t from scipy.special (a lighter import): the same numbers
+    as scipy.stats' t distribution and paired t-test."""
+    from scipy import stats
+
+    rng = np.random.default_rng(n)
+    a = dict(enumerate(rng.normal(0.5, 0.1, n)))
+    b = {seed: value + rng.normal(0.02, 0.05) for seed, value in a.items()}
+    d = np.array([b[s] - a[s] for s in range(n)])
+    got = paired_difference(a, b)
+    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    assert got["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], rel=1e-12)
+    expected_p = stats.ttest_rel(list(b.values()), list(a.values())).pvalue
+    assert got["p_t_test"] == pytest.approx(expected_p, rel=1e-9)
