@@ -1,10 +1,10 @@
 """Where a stack's batches come from: each run's own data order, or each run's own noise.
 
-Both sources write into tensors that keep their place in memory from step to step (noise,
-where a batch is drawn ahead on the CPU, into two in turn: :mod:`.prefetch`), and
-neither reads anything back to the host, so a step that uses them can be captured in a CUDA
-graph: the dataset source's position in the epoch lives in a device tensor there, and
-noise is drawn by each run's own device generator into its slice of a static buffer.
+On CUDA neither source reads anything back to the host, so a step that uses them can be
+captured in a CUDA graph: the dataset source's position in the epoch lives in a device
+tensor, its gather allocates from the graph's own pool, and noise is drawn by each run's
+own device generator into its slice of a static buffer (on the CPU, where a batch may be
+drawn ahead, into two in turn: :mod:`.prefetch`).
 
 On the CPU a host counter slices the permutation instead, and the rows of up to
 :data:`CHUNK_STEPS` steps are gathered at once: a step of a small model is mostly the cost
@@ -77,7 +77,8 @@ class DataBatches:
 
     def _next_gathered(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The CPU batch at :attr:`offset`, from the chunk, gathering the next chunk first
-        where it does not hold it (a new epoch, a step of another size, a restored offset)."""
+        where it does not hold it (a new epoch, a step of another size, an offset past it or
+        wound back before it)."""
         into, between = divmod(self.offset - self.chunk_start, size)
         if size != self.chunk_size or between or not 0 <= into < len(self.chunk):
             self._gather_chunk(size)
@@ -90,8 +91,9 @@ class DataBatches:
         step's (R, B, *in) batch is a contiguous view."""
         runs, data = len(self.orders), self.dataset
         step_bytes = runs * size * data.x_train[0].numel() * data.x_train.element_size()
-        left = (self.perms.shape[1] - self.offset) // size
-        steps = max(1, min(CHUNK_STEPS, left, CHUNK_BYTES // step_bytes))
+        rows_left = self.perms.shape[1] - self.offset
+        assert size <= rows_left, f"a step of {size} samples where {rows_left} are left"
+        steps = max(1, min(CHUNK_STEPS, rows_left // size, CHUNK_BYTES // step_bytes))
         index = self.perms[:, self.offset : self.offset + steps * size]  # (R, K·B)
         index = index.reshape(runs, steps, size).transpose(0, 1).reshape(-1)  # (K·R·B,)
         x = data.x_train.index_select(0, index).view(steps, runs, size, *data.input_shape)

@@ -10,13 +10,15 @@ The helper is not free, though: each of its ops takes the GIL back, which the ma
 needs after each of its own ~35 ops, so the two threads hand it back and forth. On the dev
 box (2-core AMD EPYC, one torch thread) that costs the main thread more than a small batch
 takes to make: a step of 64 × 64 noise (digits) went from ~265 to ~430 µs with the helper,
-one 64-row gather of 784 features lost 5–10 %, while 64 × 784 noise gained ~140 µs a step
-and a stack of 3 or 9 such gathers 5–10 %. So a phase makes its batches ahead only where
-making them costs the step more than the handoff would (:func:`worth_making_ahead`), the
-process has room for the helper beside its torch threads (:func:`room_for_helper`), or
-``Settings.prefetch_batches`` forces it either way (:mod:`.process_choices`; ``noisefa
-worker`` turns it off where its concurrent jobs leave no room). Never on CUDA, where the
-step, batch included, is one captured graph.
+while 64 × 784 noise gained ~140 µs a step. A data batch is not worth it at all: its rows
+are gathered 16 steps at a time (:mod:`.batches`), so a step's own share is a view, and with
+stacks of 3 and 9 runs of 784 features the helper gained nothing that stood out from the
+VM's spread. So a phase makes its batches ahead only where making them costs the step more
+than the handoff would (:func:`worth_making_ahead`) and the process has room for the helper
+beside its torch threads (:func:`room_for_helper`), unless ``Settings.prefetch_batches``
+forces it either way (:mod:`.process_choices`; ``noisefa worker`` turns it off where its
+concurrent jobs leave no room). Never on CUDA, where the step, batch included, is one
+captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
 the same order, and never reaches past the epoch's last step (the next epoch draws a new
@@ -51,25 +53,25 @@ def usable_cores() -> int:
 
 def room_for_helper(threads: int, jobs: int = 1) -> bool:
     """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave room for a
-    helper. A helper's data gather is split among the job's torch threads as the main
-    thread's ops are (``index_select`` of 64 rows or more, with more than one thread), so
-    each job may need as many cores again: twice its threads (a noise draw needs one)."""
+    helper. A helper forced to gather data splits its gathers among the job's torch threads
+    as the main thread's ops are (``index_select`` of 64 rows or more, with more than one
+    thread), so each job may need as many cores again: twice its threads (a noise draw
+    needs one)."""
     return 2 * threads * jobs <= usable_cores()
 
 
-# What making a batch costs the main thread per element on the dev box (one thread): a
-# noise draw (64 × 784 normals, ~200 µs) or a gather of data rows (64 × 784, ~35 µs); and
-# the least of that worth a helper: below it, handing the GIL back and forth cost more.
+# What a noise draw costs the main thread per input on the dev box (one thread; 64 × 784
+# normals take ~200 µs), and the least of that worth a helper: below it, handing the GIL
+# back and forth cost the step more than the draw.
 NOISE_NS_PER_ELEMENT = 4.0
-GATHER_NS_PER_ELEMENT = 0.7
 WORTH_AHEAD_US = 100.0
 
 
 def worth_making_ahead(*, noise: bool, elements: int) -> bool:
-    """Whether a step's batch of ``elements`` inputs (all its runs' together), noise or a
-    data gather, costs the step more to make than the helper's handoff would."""
-    per_element = NOISE_NS_PER_ELEMENT if noise else GATHER_NS_PER_ELEMENT
-    return elements * per_element / 1000 >= WORTH_AHEAD_US
+    """Whether a step's batch of ``elements`` inputs (all its runs' together) costs the step
+    more to make than the helper's handoff would: noise from ~25,000 inputs, data never
+    (its gathers are shared out by the chunk already)."""
+    return noise and elements * NOISE_NS_PER_ELEMENT / 1000 >= WORTH_AHEAD_US
 
 
 def prefetch_enabled(device: torch.device, *, noise: bool, elements: int) -> bool:
@@ -98,20 +100,28 @@ class Helper:
     def __init__(self) -> None:
         self.requests: SimpleQueue[tuple[Callable[[int], Batch], int] | None] = SimpleQueue()
         self.results: SimpleQueue[Batch | BaseException] = SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="noisefa-prefetch", daemon=True)
-        self.thread.start()
+        # Started by the first request: a phase that fails before its first step (a resume,
+        # the initial metrics) and is never closed leaves no thread behind.
+        self.thread: threading.Thread | None = None
 
     def _serve(self) -> None:
         requests, results = self.requests, self.results
         while (request := requests.get()) is not None:
             make, size = request
             try:
-                results.put(make(size))
+                made: Batch | BaseException = make(size)
             except BaseException as exc:  # noqa: BLE001 - handed to the step that needs it
-                results.put(exc)
+                made = exc
+            results.put(made)
+            # Hold nothing between requests: a source that left (``take``) and its chunk of
+            # gathered rows are freed now, not at the next batch.
+            del request, make, made
 
     def request(self, make: Callable[[int], Batch], size: int) -> None:
         """Start making ``make(size)``; :meth:`collect` returns it."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._serve, name="noisefa-prefetch", daemon=True)
+            self.thread.start()
         self.requests.put((make, size))
 
     def collect(self) -> Batch:
@@ -126,9 +136,10 @@ class Helper:
         self.results.get()
 
     def stop(self) -> None:
-        """End the thread (nothing may be pending) and wait for it."""
-        self.requests.put(None)
-        self.thread.join()
+        """End the thread, if it started (nothing may be pending), and wait for it."""
+        if self.thread is not None:
+            self.requests.put(None)
+            self.thread.join()
 
 
 class StepBatches:

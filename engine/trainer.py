@@ -156,6 +156,7 @@ class PhaseStack:
             frozen=self.model.frozen_views,
             run_views=self.model.run_views,
         )
+        # Weighed once, for the runs the phase starts with (a stack only shrinks).
         noise = plan.dataset is None
         shape = self.phases[0].noise.input_shape if noise else plan.dataset.input_shape
         elements = len(self.phases) * plan.batch_size * math.prod(shape)

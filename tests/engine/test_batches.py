@@ -52,21 +52,51 @@ def test_chunked_batches_are_the_rows_of_each_steps_own_gather(
     assert source.offset == len(digits.x_train)
 
 
-def test_a_chunk_is_bounded_by_its_bytes_and_regathered_after_a_restore(digits, monkeypatch):
-    """At most CHUNK_BYTES of inputs are held (here one step's worth), and a source wound
-    back a step (a batch made ahead, undone) gives that step's rows again."""
-    monkeypatch.setattr(batches, "CHUNK_BYTES", len(SEEDS) * 64 * 64 * 4)
+def test_a_chunk_is_bounded_by_its_bytes(digits, monkeypatch):
+    monkeypatch.setattr(batches, "CHUNK_BYTES", len(SEEDS) * 64 * 64 * 4)  # one step's inputs
     source = DataBatches(digits, [torch.Generator().manual_seed(s) for s in SEEDS])
     source.start_epoch(0)
-    reference = one_step_at_a_time(digits, 0, [64, 64, 64])
     source.next(64)
     assert len(source.chunk) == 1
-    before = source.offset
-    source.next(64)
-    source.restore(before)
-    for x, labels in reference[1:]:
-        got_x, got_labels, _ = source.next(64)
-        assert torch.equal(got_x, x) and torch.equal(got_labels, labels)
+
+
+def test_an_offset_wound_back_gives_those_steps_rows_again(digits, monkeypatch):
+    """A batch made ahead is undone by restoring the offset: within the chunk, to before it
+    (the chunk after a boundary), and the steps go on from there unchanged."""
+    monkeypatch.setattr(batches, "CHUNK_STEPS", 4)
+    source = DataBatches(digits, [torch.Generator().manual_seed(s) for s in SEEDS])
+    source.start_epoch(0)
+    reference = one_step_at_a_time(digits, 0, [64] * 10)
+    offsets = []
+
+    def step(k):
+        offsets.append(source.offset)
+        x, labels, _ = source.next(64)
+        assert torch.equal(x, reference[k][0]) and torch.equal(labels, reference[k][1]), k
+
+    for k in range(3):
+        step(k)
+    source.restore(offsets[1])  # inside the first chunk (steps 0-3)
+    offsets = offsets[:1]
+    for k in range(1, 6):  # crosses into the second chunk (steps 4-7)
+        step(k)
+    assert source.chunk_start == 4 * 64
+    source.restore(offsets[3])  # before the chunk now held
+    offsets = offsets[:3]
+    for k in range(3, 10):
+        step(k)
+
+
+def test_runs_that_stay_after_others_leave_mid_chunk_keep_their_rows(digits):
+    source = DataBatches(digits, [torch.Generator().manual_seed(s) for s in SEEDS])
+    source.start_epoch(0)
+    reference = one_step_at_a_time(digits, 0, [64] * 5)
+    for _ in range(2):
+        source.next(64)
+    kept = source.take([1])  # the first run left the stack
+    for x, labels in reference[2:]:
+        got_x, got_labels, _ = kept.next(64)
+        assert torch.equal(got_x, x[1:]) and torch.equal(got_labels, labels[1:])
 
 
 def test_a_new_epoch_gathers_by_its_new_order(digits):

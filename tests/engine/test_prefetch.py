@@ -3,6 +3,8 @@ stops or leaves mid-epoch is checkpointed as if nothing had been made ahead."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -124,6 +126,19 @@ def test_closing_a_failed_phase_winds_back_and_stops_the_helper(source):
     assert not batches.helper.thread.is_alive()
 
 
+def test_the_helper_thread_starts_with_the_first_batch_made_ahead():
+    """A phase that fails before its first step (its resume, its initial metrics) and is
+    never closed leaves no thread behind."""
+    before = threading.active_count()
+    batches = StepBatches(noise_batches(2), prefetch=True)
+    assert batches.helper.thread is None and threading.active_count() == before
+    batches.start_epoch(0, SIZES)
+    batches.next(64)  # the second step's batch is being made
+    assert batches.helper.thread.is_alive()
+    batches.close()
+    assert not batches.helper.thread.is_alive() and threading.active_count() == before
+
+
 def test_settling_puts_the_data_offset_back():
     batches = StepBatches(data_batches(), prefetch=True)
     batches.start_epoch(0, SIZES)
@@ -172,13 +187,22 @@ def test_made_ahead_only_on_the_cpu_and_as_the_setting_says(prefetch_choice):
     assert prefetch_enabled(cpu, noise=True, elements=MNIST_NOISE) == room
 
 
+def test_room_for_a_helper_only_where_each_job_has_twice_its_threads(monkeypatch):
+    """A helper's gather may be split among the job's threads: it needs as many again."""
+    monkeypatch.setattr("noisefa.engine.prefetch.usable_cores", lambda: 4)
+    assert room_for_helper(1) and room_for_helper(2) and room_for_helper(1, jobs=2)
+    assert not room_for_helper(3) and not room_for_helper(1, jobs=3)
+    assert not room_for_helper(2, jobs=2)
+
+
 @pytest.mark.parametrize(
     ("noise", "elements", "ahead"),
     [
         (True, MNIST_NOISE, True),
         (True, 64 * 64, False),  # digits' noise: ~20 µs, less than the handoff costs
-        (False, 64 * 784, False),  # one run's gather: ~35 µs
-        (False, 3 * 64 * 784, True),  # a stack of 3 runs' gathers
+        (True, 9 * 64 * 64, True),  # a pack of 9 digits runs' noise
+        (False, 64 * 784, False),  # data: its rows are gathered by the chunk
+        (False, 9 * 64 * 784, False),
     ],
 )
 def test_unset_only_batches_that_cost_the_step_more_than_the_handoff_are_made_ahead(
