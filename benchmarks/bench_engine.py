@@ -26,7 +26,7 @@ faster than the floor plus the limit; what is left above both is memory-bound wo
 pass over the parameters and moments, the batch gather, the softmax).
 The engine follows the settings in the environment: it makes a CPU step's batch one step
 ahead on a helper thread only where that is worth its cost and there is room
-(``engine/prefetch.py``: data batches, gathered 16 steps at a time, never are by default;
+(``engine/prefetch.py``: one run's data batches, gathered 16 steps at a time, are not;
 ``NOISEFA_PREFETCH_BATCHES=true|false`` forces it either way, the header says which, and
 then it uses a second core), and captures a CUDA step in a graph unless
 ``NOISEFA_CUDA_GRAPHS=0``.

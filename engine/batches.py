@@ -26,6 +26,12 @@ CHUNK_STEPS = 16  # steps of CPU batches gathered at once ...
 CHUNK_BYTES = 4 << 20  # ... while their inputs take at most this (at least one step)
 
 
+def steps_per_chunk(step_bytes: int) -> int:
+    """How many steps of ``step_bytes`` of inputs (all runs') one CPU gather covers, before
+    the epoch's end cuts a chunk short."""
+    return max(1, min(CHUNK_STEPS, CHUNK_BYTES // step_bytes))
+
+
 class DataBatches:
     """Batches of the train split, run ``r`` following its own permutation (``orders[r]``).
 
@@ -93,7 +99,7 @@ class DataBatches:
         step_bytes = runs * size * data.x_train[0].numel() * data.x_train.element_size()
         rows_left = self.perms.shape[1] - self.offset
         assert size <= rows_left, f"a step of {size} samples where {rows_left} are left"
-        steps = max(1, min(CHUNK_STEPS, rows_left // size, CHUNK_BYTES // step_bytes))
+        steps = min(steps_per_chunk(step_bytes), rows_left // size)
         index = self.perms[:, self.offset : self.offset + steps * size]  # (R, K·B)
         index = index.reshape(runs, steps, size).transpose(0, 1).reshape(-1)  # (K·R·B,)
         x = data.x_train.index_select(0, index).view(steps, runs, size, *data.input_shape)

@@ -10,15 +10,15 @@ The helper is not free, though: each of its ops takes the GIL back, which the ma
 needs after each of its own ~35 ops, so the two threads hand it back and forth. On the dev
 box (2-core AMD EPYC, one torch thread) that costs the main thread more than a small batch
 takes to make: a step of 64 × 64 noise (digits) went from ~265 to ~430 µs with the helper,
-while 64 × 784 noise gained ~140 µs a step. A data batch is not worth it at all: its rows
-are gathered 16 steps at a time (:mod:`.batches`), so a step's own share is a view, and with
-stacks of 3 and 9 runs of 784 features the helper gained nothing that stood out from the
-VM's spread. So a phase makes its batches ahead only where making them costs the step more
-than the handoff would (:func:`worth_making_ahead`) and the process has room for the helper
-beside its torch threads (:func:`room_for_helper`), unless ``Settings.prefetch_batches``
-forces it either way (:mod:`.process_choices`; ``noisefa worker`` turns it off where its
-concurrent jobs leave no room). Never on CUDA, where the step, batch included, is one
-captured graph.
+while 64 × 784 noise gained ~140 µs a step. A data batch's rows are gathered up to 16 steps
+at a time (:mod:`.batches`), so a step pays its share of one gather: with 3 runs of 784
+features (6 steps a chunk) the helper gained nothing (epoch medians 0.78 s with it, 0.76 s
+without), with 9 (2 steps a chunk) ~9 % (2.07 against 2.27 s, 3 rounds). So a phase makes
+its batches ahead only where making them costs the step more than the handoff would
+(:func:`worth_making_ahead`) and the process has room for the helper beside its torch
+threads (:func:`room_for_helper`), unless ``Settings.prefetch_batches`` forces it either way
+(:mod:`.process_choices`; ``noisefa worker`` turns it off where its concurrent jobs leave no
+room). Never on CUDA, where the step, batch included, is one captured graph.
 
 The helper makes exactly the batches the main thread would, from the same generators in
 the same order, and never reaches past the epoch's last step (the next epoch draws a new
@@ -38,10 +38,11 @@ from queue import SimpleQueue
 
 import torch
 
-from .batches import Batch, DataBatches, NoiseBatches
+from .batches import Batch, DataBatches, NoiseBatches, steps_per_chunk
 from .process_choices import CHOICES
 
 Source = DataBatches | NoiseBatches
+HELPER_NAME = "noisefa-prefetch"  # the helper thread's name
 
 
 def usable_cores() -> int:
@@ -53,25 +54,30 @@ def usable_cores() -> int:
 
 def room_for_helper(threads: int, jobs: int = 1) -> bool:
     """Whether ``jobs`` concurrent jobs of ``threads`` torch threads each leave room for a
-    helper. A helper forced to gather data splits its gathers among the job's torch threads
-    as the main thread's ops are (``index_select`` of 64 rows or more, with more than one
-    thread), so each job may need as many cores again: twice its threads (a noise draw
-    needs one)."""
+    helper. A helper's data gather is split among the job's torch threads as the main
+    thread's ops are (``index_select`` of 64 rows or more, with more than one thread), so
+    each job may need as many cores again: twice its threads (a noise draw needs one)."""
     return 2 * threads * jobs <= usable_cores()
 
 
-# What a noise draw costs the main thread per input on the dev box (one thread; 64 × 784
-# normals take ~200 µs), and the least of that worth a helper: below it, handing the GIL
-# back and forth cost the step more than the draw.
+# What making a batch costs the main thread per input on the dev box (one thread): a noise
+# draw (64 × 784 normals, ~200 µs) or a gather of float32 data rows (64 × 784, ~35 µs), the
+# latter shared by the steps of a chunk; and the least of that worth a helper: below it,
+# handing the GIL back and forth cost the step more than the batch.
 NOISE_NS_PER_ELEMENT = 4.0
+GATHER_NS_PER_ELEMENT = 0.7
 WORTH_AHEAD_US = 100.0
 
 
 def worth_making_ahead(*, noise: bool, elements: int) -> bool:
     """Whether a step's batch of ``elements`` inputs (all its runs' together) costs the step
-    more to make than the helper's handoff would: noise from ~25,000 inputs, data never
-    (its gathers are shared out by the chunk already)."""
-    return noise and elements * NOISE_NS_PER_ELEMENT / 1000 >= WORTH_AHEAD_US
+    more to make than the helper's handoff would: noise from ~25,000 inputs; data where its
+    chunks hold few steps (9 runs of 784 features: 2 a chunk)."""
+    if noise:
+        per_step_ns = elements * NOISE_NS_PER_ELEMENT
+    else:
+        per_step_ns = elements * GATHER_NS_PER_ELEMENT / steps_per_chunk(elements * 4)
+    return per_step_ns / 1000 >= WORTH_AHEAD_US
 
 
 def prefetch_enabled(device: torch.device, *, noise: bool, elements: int) -> bool:
@@ -183,8 +189,9 @@ class StepBatches:
             self.pending = None  # made or failed, it is no longer ahead
             batch = helper.collect()
         if self.upcoming:
-            self.pending = self.source.state()
+            state = self.source.state()
             helper.request(self.source.next, self.upcoming[0])
+            self.pending = state  # only once requested: settle() waits for its result
         return batch
 
     def settle(self) -> None:

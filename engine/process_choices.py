@@ -4,7 +4,8 @@
 - ``cuda_graphs``: a CUDA step is captured in a graph and replayed (:mod:`.step_runner`);
   off gives eager steps, for a benchmark's on/off ratio or a way round a driver problem.
 - ``prefetch_batches``: a CPU step's batch is made ahead on a helper thread
-  (:mod:`.prefetch`): always, never, or (``None``) where the cores leave room for it.
+  (:mod:`.prefetch`): always, never, or (``None``) where it is worth its handoff and the
+  cores leave room for it.
 
 The worker's job processes, ``noisefa run``, ``noisefa compare`` and the in-process
 benchmarks apply them with :func:`apply_settings`; the engine reads no environment variable

@@ -33,9 +33,9 @@ class WorkerSettings(BaseModel):
         description="Make each CPU training step's batch (its noise draw or data gather) "
         "one step ahead on a helper thread, beside the torch threads: `true`, `false`, or "
         "unset: where making it costs a step more than handing it over would (64 × 784 "
-        "noise does; data, gathered 16 steps at a time, does not) and the process has twice "
-        "the job's torch threads in cores (`noisefa worker` sets `false` where its "
-        "concurrent jobs take every core). Never on CUDA.",
+        "noise does; data, gathered up to 16 steps at a time, only in large stacks) and the "
+        "process has twice the job's torch threads in cores (`noisefa worker` sets `false` "
+        "where its concurrent jobs take every core). Never on CUDA.",
     )
     pack_max_runs: int | None = Field(
         None,

@@ -12,7 +12,12 @@ from noisefa.engine.batches import DataBatches, NoiseBatches
 from noisefa.engine.contract.errors import RunStopped
 from noisefa.engine.contract.spec import NoiseSpec
 from noisefa.engine.noise import NoiseSource
-from noisefa.engine.prefetch import StepBatches, prefetch_enabled, room_for_helper
+from noisefa.engine.prefetch import (
+    HELPER_NAME,
+    StepBatches,
+    prefetch_enabled,
+    room_for_helper,
+)
 from noisefa.engine.process_choices import CHOICES
 from noisefa.engine.run import run_jobs
 
@@ -129,14 +134,19 @@ def test_closing_a_failed_phase_winds_back_and_stops_the_helper(source):
 def test_the_helper_thread_starts_with_the_first_batch_made_ahead():
     """A phase that fails before its first step (its resume, its initial metrics) and is
     never closed leaves no thread behind."""
-    before = threading.active_count()
+
+    def helpers() -> int:
+        return sum(thread.name == HELPER_NAME for thread in threading.enumerate())
+
+    before = helpers()
+    StepBatches(noise_batches(2), prefetch=True).close()  # never started: nothing to stop
     batches = StepBatches(noise_batches(2), prefetch=True)
-    assert batches.helper.thread is None and threading.active_count() == before
+    assert batches.helper.thread is None and helpers() == before
     batches.start_epoch(0, SIZES)
     batches.next(64)  # the second step's batch is being made
-    assert batches.helper.thread.is_alive()
+    assert batches.helper.thread.is_alive() and helpers() == before + 1
     batches.close()
-    assert not batches.helper.thread.is_alive() and threading.active_count() == before
+    assert not batches.helper.thread.is_alive() and helpers() == before
 
 
 def test_settling_puts_the_data_offset_back():
@@ -200,9 +210,10 @@ def test_room_for_a_helper_only_where_each_job_has_twice_its_threads(monkeypatch
     [
         (True, MNIST_NOISE, True),
         (True, 64 * 64, False),  # digits' noise: ~20 µs, less than the handoff costs
-        (True, 9 * 64 * 64, True),  # a pack of 9 digits runs' noise
-        (False, 64 * 784, False),  # data: its rows are gathered by the chunk
-        (False, 9 * 64 * 784, False),
+        (True, 9 * 64 * 64, True),  # 9 digits runs' noise: the model's call, not measured
+        (False, 64 * 784, False),  # one run's rows: 16 steps a chunk
+        (False, 3 * 64 * 784, False),  # 6 steps a chunk: measured, no gain
+        (False, 9 * 64 * 784, True),  # 2 steps a chunk: measured, ~9 % faster
     ],
 )
 def test_unset_only_batches_that_cost_the_step_more_than_the_handoff_are_made_ahead(
