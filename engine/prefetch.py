@@ -126,8 +126,9 @@ class Helper:
     def request(self, make: Callable[[int], Batch], size: int) -> None:
         """Start making ``make(size)``; :meth:`collect` returns it."""
         if self.thread is None:
-            self.thread = threading.Thread(target=self._serve, name="noisefa-prefetch", daemon=True)
-            self.thread.start()
+            thread = threading.Thread(target=self._serve, name=HELPER_NAME, daemon=True)
+            thread.start()  # recorded only once started: stop() joins only a started one
+            self.thread = thread
         self.requests.put((make, size))
 
     def collect(self) -> Batch:

@@ -149,6 +149,22 @@ def test_the_helper_thread_starts_with_the_first_batch_made_ahead():
     assert not batches.helper.thread.is_alive() and helpers() == before
 
 
+def test_a_helper_that_cannot_start_fails_its_step_and_closing_does_not_wait(monkeypatch):
+    """A thread the OS refuses (a container's process limit): the step fails with that
+    error, and closing the failed phase neither waits for a batch nor joins a thread."""
+
+    def refuse(thread):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    batches = StepBatches(noise_batches(2), prefetch=True)
+    batches.start_epoch(0, SIZES)
+    with pytest.raises(RuntimeError, match="start new thread"):
+        batches.next(64)
+    assert batches.pending is None and batches.helper.thread is None
+    batches.close()
+
+
 def test_settling_puts_the_data_offset_back():
     batches = StepBatches(data_batches(), prefetch=True)
     batches.start_epoch(0, SIZES)
