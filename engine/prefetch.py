@@ -76,7 +76,8 @@ def worth_making_ahead(*, noise: bool, elements: int) -> bool:
     if noise:
         per_step_ns = elements * NOISE_NS_PER_ELEMENT
     else:
-        per_step_ns = elements * GATHER_NS_PER_ELEMENT / steps_per_chunk(elements * 4)
+        step_bytes = elements * torch.float32.itemsize  # a Dataset's inputs are float32
+        per_step_ns = elements * GATHER_NS_PER_ELEMENT / steps_per_chunk(step_bytes)
     return per_step_ns / 1000 >= WORTH_AHEAD_US
 
 
